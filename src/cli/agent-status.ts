@@ -1,0 +1,90 @@
+import { openDatabaseReadOnly } from "../store/database.js";
+import { createMetaStore } from "../store/meta.js";
+import { type OutboxStats, readOutboxStats } from "../store/outbox.js";
+import type { Config } from "../config/schema.js";
+
+export interface StatusReport {
+  deviceId: string;
+  tenant: string;
+  dataDir: string;
+  daemon: { running: boolean; pid: number | null; startedAt?: number; agentVersion?: string };
+  connection: { connected: boolean; url?: string; sessionId?: number; since?: number; lastError?: string } | null;
+  outbox: OutboxStats & { maxBytes: number };
+}
+
+/** Reads the daemon's database read-only (WAL lets it do so while the daemon writes). */
+export function readStatus(config: Config): StatusReport {
+  let db: ReturnType<typeof openDatabaseReadOnly>;
+  try {
+    db = openDatabaseReadOnly(config.dataDir);
+  } catch (error) {
+    throw new Error(`cannot open the agent database in ${config.dataDir}: ${(error as Error).message}`);
+  }
+  try {
+    const meta = createMetaStore(db);
+    const daemon = meta.getJson<{ pid: number | null; startedAt?: number; agentVersion?: string }>("daemon");
+    const running = daemon?.pid != null && isAlive(daemon.pid);
+    const connection = meta.getJson<StatusReport["connection"]>("connection") ?? null;
+    return {
+      deviceId: config.deviceId,
+      tenant: config.tenant,
+      dataDir: config.dataDir,
+      daemon: { ...(daemon ?? {}), running, pid: running ? (daemon?.pid ?? null) : null },
+      // What the daemon last wrote is only true while it runs.
+      connection: connection && !running ? { ...connection, connected: false } : connection,
+      outbox: { ...readOutboxStats(db), maxBytes: config.outbox.maxBytes },
+    };
+  } finally {
+    db.close();
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as { code?: string }).code === "EPERM";
+  }
+}
+
+export function formatStatus(report: StatusReport, now: number): string {
+  const lines: string[] = [];
+  const row = (label: string, value: string) => lines.push(`${label.padEnd(12)}${value}`);
+  row("device", `${report.deviceId} (tenant ${report.tenant}), data in ${report.dataDir}`);
+  row(
+    "daemon",
+    report.daemon.running
+      ? `running, pid ${report.daemon.pid}${report.daemon.agentVersion ? `, version ${report.daemon.agentVersion}` : ""}`
+      : "not running",
+  );
+  const c = report.connection;
+  if (c === null) row("connection", "never connected");
+  else if (c.connected) row("connection", `connected to ${c.url}, session ${c.sessionId}, since ${ago(now, c.since)}`);
+  else row("connection", `disconnected${c.url ? ` from ${c.url}` : ""}${c.lastError ? ` (${c.lastError})` : ""}`);
+  const o = report.outbox;
+  row(
+    "outbox",
+    `${o.records} records, ${mib(o.bytes)} of ${mib(o.maxBytes)}, oldest ${o.oldestTs === undefined ? "-" : ago(now, o.oldestTs)}, last seq ${o.lastSeq}`,
+  );
+  row(
+    "dropped",
+    `telemetry ${o.streams.telemetry.dropped}, logs ${o.streams.logs.dropped}, events ${o.streams.events.dropped}`,
+  );
+  for (const stream of ["telemetry", "events", "logs"] as const) {
+    row(`  ${stream}`, `${o.streams[stream].records} records, ${mib(o.streams[stream].bytes)}`);
+  }
+  return lines.join("\n");
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(2)} MiB`;
+}
+
+function ago(now: number, ts: number | undefined): string {
+  if (ts === undefined) return "-";
+  const sec = Math.max(0, Math.round((now - ts) / 1000));
+  if (sec < 120) return `${sec} s ago`;
+  if (sec < 7200) return `${Math.round(sec / 60)} min ago`;
+  return `${Math.round(sec / 3600)} h ago`;
+}

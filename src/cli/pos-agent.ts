@@ -1,0 +1,119 @@
+import { formatProblems, loadConfig } from "../config/load.js";
+import { runAgent } from "../main.js";
+import { readAgentVersion } from "../shared/version.js";
+import { formatStatus, readStatus } from "./agent-status.js";
+import { parse, runMain, UsageError } from "./args.js";
+import { loadConfigOrThrow } from "./load-config-or-exit.js";
+
+const HELP = `pos-agent: on-device diagnostics and remote-update agent for POS terminals
+
+Usage:
+  pos-agent run [--config FILE]            run the daemon (SIGTERM/SIGINT stop it cleanly)
+  pos-agent config check FILE              validate a config file; exit 0 valid, 2 invalid
+  pos-agent status [--config FILE] [--json]
+                                           connection, outbox depth/age/drops (works beside the daemon)
+  pos-agent --version
+
+The config defaults to $POS_AGENT_CONFIG, else /etc/pos-agent/config.json.
+Exit codes: 0 success, 1 runtime failure, 2 usage or config error.
+Each command answers --help.`;
+
+const COMMAND_HELP: Record<string, string> = {
+  run: `Usage: pos-agent run [--config FILE]
+
+Runs the agent: stores records in the SQLite outbox in dataDir, publishes them over MQTT, serves the
+local intake API. SIGTERM or SIGINT: stop intake, flush what can be flushed, publish offline, exit 0.`,
+  config: `Usage: pos-agent config check FILE
+
+Validates FILE against the config schema. Prints every problem as FILE: path.to.key: message and exits
+2 if there is any, else prints "FILE: ok" and exits 0.`,
+  status: `Usage: pos-agent status [--config FILE] [--json]
+
+Reads the agent's database (read-only; safe while the daemon runs) and prints whether the daemon runs,
+the broker connection, and the outbox depth, size, oldest record age and drop counters per stream.`,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+    console.log(HELP);
+    return command === undefined ? 2 : 0;
+  }
+  if (command === "--version") {
+    console.log(readAgentVersion());
+    return 0;
+  }
+  switch (command) {
+    case "run":
+      return run(rest);
+    case "config":
+      return configCheck(rest);
+    case "status":
+      return status(rest);
+    default:
+      throw new UsageError(`pos-agent: unknown command "${command}"; see pos-agent --help`);
+  }
+}
+
+async function run(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { config: { type: "string", short: "c" } }, "pos-agent run");
+  if (values.help) return help("run");
+  if (positionals.length > 0) throw new UsageError(`pos-agent run: unexpected argument "${positionals[0]}"`);
+  const { config } = loadConfigOrThrow(values.config);
+  const handle = await runAgent(config);
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        process.stderr.write(`pos-agent: second ${signal}; exiting at once\n`);
+        process.exit(1);
+      }
+      stopping = true;
+      handle.stop().then(resolve, (error: unknown) => {
+        process.stderr.write(`pos-agent: clean stop failed: ${(error as Error).message}\n`);
+        process.exitCode = 1;
+        resolve();
+      });
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  });
+  return Number(process.exitCode ?? 0);
+}
+
+function configCheck(args: string[]): number {
+  const { values, positionals } = parse(args, {}, "pos-agent config");
+  if (values.help) return help("config");
+  const [sub, file, ...extra] = positionals;
+  if (sub !== "check") throw new UsageError('pos-agent config: the only subcommand is "check FILE"');
+  if (file === undefined) throw new UsageError("pos-agent config check: name the config FILE to check");
+  if (extra.length > 0) throw new UsageError(`pos-agent config check: unexpected argument "${extra[0]}"`);
+  const loaded = loadConfig(file);
+  if (!loaded.ok) {
+    console.error(formatProblems(loaded.error.file, loaded.error.problems));
+    return 2;
+  }
+  console.log(`${loaded.value.file}: ok`);
+  return 0;
+}
+
+function status(args: string[]): number {
+  const { values, positionals } = parse(
+    args,
+    { config: { type: "string", short: "c" }, json: { type: "boolean" } },
+    "pos-agent status",
+  );
+  if (values.help) return help("status");
+  if (positionals.length > 0) throw new UsageError(`pos-agent status: unexpected argument "${positionals[0]}"`);
+  const { config } = loadConfigOrThrow(values.config);
+  const report = readStatus(config);
+  console.log(values.json ? JSON.stringify(report, null, 2) : formatStatus(report, Date.now()));
+  return 0;
+}
+
+function help(command: string): number {
+  console.log(COMMAND_HELP[command]);
+  return 0;
+}
+
+runMain(() => main(process.argv.slice(2)));

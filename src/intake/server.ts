@@ -1,0 +1,185 @@
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Outbox, OutboxStats, RecordInput } from "../store/outbox.js";
+import { isAgentError } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import { EventItem, LogItem, MAX_BODY_BYTES, MAX_ITEMS, validateItems } from "./schema.js";
+
+export interface IntakeOptions {
+  host: string;
+  port: number;
+  outbox: Pick<Outbox, "append">;
+  health: () => { connected: boolean; outbox: OutboxStats };
+  now: () => number;
+  /** Applied to every log line before it is stored (card-data scrubbing plugs in here). */
+  prepareLine?: (source: string, line: string) => string;
+  log: Logger;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    readonly errors: string[],
+  ) {
+    super(errors.join("; "));
+  }
+}
+
+/**
+ * The loopback API through which the terminal's own apps hand logs and events to the agent. It
+ * answers 200 only after the records are committed (synchronous=FULL), so an app may forget what it
+ * sent once it has the answer; anything invalid refuses the whole request and stores nothing.
+ */
+export function createIntakeServer(options: IntakeOptions) {
+  const { log } = options;
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      log.error({ err: error }, "intake request failed");
+      send(res, 500, { code: "INTERNAL", errors: ["internal error"] });
+    });
+  });
+  server.requestTimeout = 30_000;
+  server.headersTimeout = 10_000;
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0];
+    try {
+      if (path === "/v1/health") {
+        requireMethod(req, "GET");
+        const health = options.health();
+        send(res, 200, {
+          connected: health.connected,
+          outbox: { records: health.outbox.records, bytes: health.outbox.bytes, oldestTs: health.outbox.oldestTs ?? null },
+        });
+        return;
+      }
+      if (path === "/v1/logs" || path === "/v1/events") {
+        requireMethod(req, "POST");
+        const items = parseArray(await readBody(req));
+        const records = path === "/v1/logs" ? logRecords(items) : eventRecords(items);
+        const result = options.outbox.append(records);
+        send(res, 200, { accepted: records.length, firstSeq: result.firstSeq, lastSeq: result.lastSeq });
+        return;
+      }
+      throw new HttpError(404, "BAD_REQUEST", [`no such endpoint: ${req.method} ${path}`]);
+    } catch (error) {
+      if (error instanceof HttpError) {
+        send(res, error.status, { code: error.code, errors: error.errors });
+      } else if (isAgentError(error)) {
+        const status = error.code === "DISK_FULL" ? 507 : error.code === "TOO_LARGE" ? 413 : 500;
+        send(res, status, { code: error.code, errors: [error.message] });
+      } else {
+        throw error;
+      }
+    }
+  }
+
+  function logRecords(items: unknown[]): RecordInput[] {
+    const parsed = validateItems(LogItem, items);
+    if (!parsed.ok) throw new HttpError(400, "BAD_REQUEST", parsed.errors);
+    const now = options.now();
+    return parsed.value.map((item) => ({
+      stream: "logs",
+      ts: item.ts ?? now,
+      body: {
+        source: item.source,
+        level: item.level,
+        line: options.prepareLine ? options.prepareLine(item.source, item.line) : item.line,
+      },
+    }));
+  }
+
+  function eventRecords(items: unknown[]): RecordInput[] {
+    const parsed = validateItems(EventItem, items);
+    if (!parsed.ok) throw new HttpError(400, "BAD_REQUEST", parsed.errors);
+    const now = options.now();
+    return parsed.value.map(({ ts, ...body }) => ({ stream: "events", ts: ts ?? now, body }));
+  }
+
+  return {
+    async start(): Promise<{ host: string; port: number }> {
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(options.port, options.host, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      const address = server.address() as AddressInfo;
+      log.info({ host: address.address, port: address.port }, "intake listening");
+      return { host: address.address, port: address.port };
+    },
+
+    /** Stops accepting; requests already inside finish (their records are committed or not, never half). */
+    stop(): Promise<void> {
+      return new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+    },
+  };
+}
+
+function requireMethod(req: IncomingMessage, method: string): void {
+  if (req.method !== method) throw new HttpError(405, "BAD_REQUEST", [`use ${method} here, not ${req.method}`]);
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  const declared = Number(req.headers["content-length"] ?? 0);
+  if (declared > MAX_BODY_BYTES) {
+    req.resume();
+    return Promise.reject(tooLarge());
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        req.removeAllListeners("data");
+        req.resume();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+function tooLarge(): HttpError {
+  return new HttpError(413, "TOO_LARGE", [`(body): larger than ${MAX_BODY_BYTES} bytes`]);
+}
+
+function parseArray(body: Buffer): unknown[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString("utf8"));
+  } catch (error) {
+    throw new HttpError(400, "BAD_REQUEST", [`(body): not valid JSON: ${(error as Error).message}`]);
+  }
+  if (!Array.isArray(value)) throw new HttpError(400, "BAD_REQUEST", ["(body): must be a JSON array of items"]);
+  if (value.length > MAX_ITEMS) {
+    throw new HttpError(413, "TOO_LARGE", [`(body): ${value.length} items; at most ${MAX_ITEMS} per request`]);
+  }
+  return value;
+}
+
+export type IntakeServer = ReturnType<typeof createIntakeServer>;
+
+function send(res: ServerResponse, status: number, body: object): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  const headers: Record<string, string | number> = {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+  };
+  // An oversized body is not read to the end: close the connection rather than drain it.
+  if (status === 413) headers.connection = "close";
+  res.writeHead(status, headers);
+  res.end(text);
+  if (status === 413) res.once("finish", () => res.req.destroy());
+}

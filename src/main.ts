@@ -1,0 +1,125 @@
+import { join } from "node:path";
+import { pino } from "pino";
+import { createAgent, type AgentEvent } from "./agent.js";
+import type { Config } from "./config/schema.js";
+import { createIntakeServer } from "./intake/server.js";
+import { COUNTERS_FILE, openDatabase } from "./store/database.js";
+import { createCountersFile } from "./store/counters-file.js";
+import { createMetaStore } from "./store/meta.js";
+import { createOutbox } from "./store/outbox.js";
+import { nextSessionId } from "./store/session-counter.js";
+import { createBackoff } from "./shared/backoff.js";
+import { systemClock } from "./shared/clock.js";
+import type { Logger } from "./shared/logger.js";
+import { readAgentVersion } from "./shared/version.js";
+import { createMqttSession } from "./transport/mqtt-session.js";
+import { willPayload } from "./transport/presence.js";
+import { createTopics } from "./transport/topics.js";
+
+/** Room in one MQTT message for the batch header around a single record. */
+const BATCH_HEADER_RESERVE = 512;
+
+/**
+ * The composition root: the only place that builds real adapters (SQLite file, MQTT client, HTTP
+ * server, pino) and hands them to createAgent. Returns a handle whose stop() is the clean shutdown.
+ */
+export async function runAgent(config: Config, options: { logger?: Logger } = {}) {
+  const log: Logger =
+    options.logger ??
+    pino({ level: config.log.level, base: { deviceId: config.deviceId } }, pino.destination({ dest: 2, sync: true }));
+  const clock = systemClock;
+  const agentVersion = readAgentVersion();
+
+  // The WAL is checkpointed at 5 % of the quota (4 MiB at most) so the quota holds for the file on disk.
+  const walLimitBytes = Math.min(4 * 1024 * 1024, Math.floor(config.outbox.maxBytes / 20));
+  const opened = openDatabase({ dataDir: config.dataDir, log: log.child({ component: "store" }), now: clock.now, walLimitBytes });
+  const counters = createCountersFile(join(config.dataDir, COUNTERS_FILE));
+  const meta = createMetaStore(opened.db);
+  const outbox = createOutbox({
+    db: opened.db,
+    counters,
+    maxBytes: config.outbox.maxBytes,
+    maxRecordBytes: config.outbox.maxMessageBytes - BATCH_HEADER_RESERVE,
+    ...(opened.created ? { continueSeqFrom: counters.read().seqReserve } : {}),
+  });
+
+  const startupEvents: AgentEvent[] = [];
+  if (opened.quarantine !== undefined) {
+    startupEvents.push({
+      type: "agent.store.quarantined",
+      severity: "high",
+      source: "agent",
+      message: `database failed its integrity check and was moved aside to ${opened.quarantine.movedTo}; started with a fresh one`,
+      details: { movedTo: opened.quarantine.movedTo, reason: opened.quarantine.reason },
+    });
+  }
+
+  const topics = createTopics(config.tenant, config.deviceId);
+  const session = createMqttSession({
+    urls: config.mqtt.urls,
+    protocolVersion: config.mqtt.protocolVersion,
+    clientId: config.deviceId,
+    keepaliveSec: config.mqtt.keepaliveSec,
+    willDelaySec: config.mqtt.willDelaySec,
+    sessionExpirySec: config.mqtt.sessionExpirySec,
+    connectTimeoutMs: 10_000,
+    tls: config.mqtt.tls,
+    username: config.mqtt.username,
+    passwordFile: config.mqtt.passwordFile,
+    nextSessionId: () => nextSessionId(counters, meta),
+    will: (sessionId) => ({ topic: topics.state, payload: willPayload(sessionId, clock.now()) }),
+    backoff: createBackoff({
+      initialMs: config.mqtt.reconnect.minSec * 1000,
+      maxMs: config.mqtt.reconnect.maxSec * 1000,
+      floorMs: 1000,
+      random: Math.random,
+    }),
+    log: log.child({ component: "mqtt" }),
+    now: clock.now,
+  });
+
+  const intake =
+    config.intake.port === 0
+      ? undefined
+      : createIntakeServer({
+          host: config.intake.host,
+          port: config.intake.port,
+          outbox,
+          now: clock.now,
+          health: () => ({ connected: session.connection !== undefined, outbox: outbox.stats() }),
+          log: log.child({ component: "intake" }),
+        });
+
+  const agent = createAgent({
+    config,
+    agentVersion,
+    outbox,
+    meta,
+    session,
+    topics,
+    intake,
+    metricSources: [],
+    startupEvents,
+    clock,
+    log,
+  });
+  meta.setJson("daemon", { pid: process.pid, startedAt: clock.now(), agentVersion });
+  let started: Awaited<ReturnType<typeof agent.start>>;
+  try {
+    started = await agent.start();
+  } catch (error) {
+    await agent.stop();
+    opened.db.close();
+    throw error;
+  }
+
+  return {
+    agent,
+    intake: started.intake,
+    async stop(): Promise<void> {
+      await agent.stop();
+      meta.setJson("daemon", { pid: null, stoppedAt: clock.now(), agentVersion });
+      opened.db.close();
+    },
+  };
+}

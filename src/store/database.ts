@@ -1,0 +1,85 @@
+import { existsSync, mkdirSync, renameSync } from "node:fs";
+import { join } from "node:path";
+import Sqlite from "better-sqlite3";
+import type { Database } from "better-sqlite3";
+import { errorMessage } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import { migrate } from "./migrations.js";
+
+export const DATABASE_FILE = "agent.db";
+export const COUNTERS_FILE = "agent.counters.json";
+
+export interface Quarantine {
+  /** Where the unreadable file was moved. */
+  movedTo: string;
+  reason: string;
+}
+
+export interface OpenedDatabase {
+  db: Database;
+  file: string;
+  /** True when the schema was created by this open (new device, or after a quarantine). */
+  created: boolean;
+  quarantine: Quarantine | undefined;
+}
+
+export interface OpenDatabaseOptions {
+  dataDir: string;
+  log: Logger;
+  now: () => number;
+  /** WAL size that triggers a checkpoint; kept small next to the outbox quota so the quota holds on disk. */
+  walLimitBytes: number;
+}
+
+/**
+ * Opens the agent's database: WAL with synchronous=FULL (better-sqlite3's WAL default, NORMAL, can lose
+ * the last commits on power loss, and an acknowledged intake record must survive that), one writer,
+ * quick_check at start. A file that fails the check is renamed aside and a fresh one created, so a
+ * corrupt database never becomes a crash loop.
+ */
+export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
+  mkdirSync(options.dataDir, { recursive: true });
+  const file = join(options.dataDir, DATABASE_FILE);
+  let quarantine: Quarantine | undefined;
+  let db: Database;
+  try {
+    db = openChecked(file, options.walLimitBytes);
+  } catch (error) {
+    const reason = errorMessage(error);
+    const movedTo = `${file}.corrupt-${options.now()}`;
+    options.log.error({ err: error, file, movedTo }, "database failed its integrity check; quarantining it");
+    for (const suffix of ["", "-wal", "-shm"]) {
+      if (existsSync(file + suffix)) renameSync(file + suffix, movedTo + suffix);
+    }
+    quarantine = { movedTo, reason };
+    db = openChecked(file, options.walLimitBytes);
+  }
+  const { from } = migrate(db);
+  return { db, file, created: from === 0, quarantine };
+}
+
+function openChecked(file: string, walLimitBytes: number): Database {
+  const db = new Sqlite(file);
+  try {
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = FULL");
+    db.pragma("busy_timeout = 5000");
+    const pages = Math.max(16, Math.floor(walLimitBytes / 4096));
+    db.pragma(`wal_autocheckpoint = ${pages}`);
+    db.pragma(`journal_size_limit = ${walLimitBytes}`);
+    const check = db.pragma("quick_check", { simple: true });
+    if (check !== "ok") throw new Error(`quick_check: ${String(check)}`);
+    return db;
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+}
+
+/** A read-only view for `pos-agent status` while the daemon holds the writer. */
+export function openDatabaseReadOnly(dataDir: string): Database {
+  const file = join(dataDir, DATABASE_FILE);
+  const db = new Sqlite(file, { readonly: true, fileMustExist: true });
+  db.pragma("busy_timeout = 2000");
+  return db;
+}

@@ -1,0 +1,236 @@
+import type { Outbox, Stream } from "../store/outbox.js";
+import type { Clock } from "../shared/clock.js";
+import { errorMessage } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import { type Batch, buildBatches } from "./batch.js";
+import type { Connection, MqttSession } from "./mqtt-session.js";
+import type { Topics } from "./topics.js";
+
+export interface PublisherOptions {
+  outbox: Outbox;
+  session: MqttSession;
+  topics: Topics;
+  deviceId: string;
+  maxMessageBytes: number;
+  /** Our own bound on unacknowledged messages: mqtt.js has none and silently fails past 65 535. */
+  maxInflight: number;
+  ackTimeoutMs: number;
+  clock: Clock;
+  log: Logger;
+}
+
+export interface PublisherStats {
+  inflight: number;
+  publishedRecords: number;
+  publishedMessages: number;
+  /** PUBACK latency since the last call to takeLatency(). */
+  latency: { count: number; avgMs: number; maxMs: number };
+}
+
+/** PUBACK reasons that will not change on a retry: such a batch is dropped and counted, not resent forever. */
+const PERMANENT_REFUSALS = new Set([0x87, 0x90, 0x95, 0x99]);
+const PAGE_ROWS = 2000;
+const PAGE_BYTES = 2 * 1024 * 1024;
+/** Fixed header, topic length prefix, packet id and MQTT 5 property length. */
+const PACKET_OVERHEAD = 16;
+
+type Inflight = { batch: Batch; sentAt: number; generation: number };
+
+/**
+ * Drains the SQLite outbox to the broker, oldest first. The outbox is the only queue: the cursor and
+ * the in-flight set live for one connection; on every reconnect we start again from the oldest row
+ * still on disk, and a row is deleted only after its PUBACK.
+ */
+export function createPublisher(options: PublisherOptions) {
+  const { outbox, session, topics, clock, log } = options;
+  let connection: Connection | undefined;
+  let cursor = 0;
+  let historicalUpTo = 0;
+  let queue: Batch[] = [];
+  const inflight = new Map<number, Inflight>();
+  let removals: Array<{ stream: Stream; fromSeq: number; toSeq: number }> = [];
+  let pumpScheduled = false;
+  let removalScheduled = false;
+  let watchdog: NodeJS.Timeout | undefined;
+  let publishedRecords = 0;
+  let publishedMessages = 0;
+  let latency = { count: 0, sumMs: 0, maxMs: 0 };
+
+  const topicOf: Record<Stream, string> = {
+    telemetry: topics.telemetry,
+    events: topics.events,
+    logs: topics.logs,
+  };
+
+  function payloadLimit(conn: Connection, stream: Stream): number {
+    const brokerLimit = conn.maximumPacketSize ?? Number.POSITIVE_INFINITY;
+    return Math.min(options.maxMessageBytes, brokerLimit) - Buffer.byteLength(topicOf[stream]) - PACKET_OVERHEAD;
+  }
+
+  function schedulePump(): void {
+    if (pumpScheduled || connection === undefined) return;
+    pumpScheduled = true;
+    setImmediate(pump);
+  }
+
+  function fillQueue(conn: Connection): boolean {
+    const rows = outbox.readAfter(cursor, PAGE_ROWS, PAGE_BYTES);
+    const last = rows.at(-1);
+    if (last === undefined) return false;
+    cursor = last.seq;
+    const header = { deviceId: options.deviceId, sessionId: conn.sessionId };
+    // One limit for all streams: the longest topic decides, so a batch fits whichever it goes to.
+    const limit = Math.min(payloadLimit(conn, "telemetry"), payloadLimit(conn, "events"), payloadLimit(conn, "logs"));
+    queue = buildBatches(rows, header, limit, historicalUpTo);
+    return queue.length > 0;
+  }
+
+  function pump(): void {
+    pumpScheduled = false;
+    const conn = connection;
+    if (conn === undefined) return;
+    const window = Math.min(options.maxInflight, conn.receiveMaximum ?? Number.POSITIVE_INFINITY);
+    try {
+      while (inflight.size < window) {
+        if (queue.length === 0 && !fillQueue(conn)) break;
+        const batch = queue.shift() as Batch;
+        const sentAt = clock.monotonic();
+        const accepted = session.publish(topicOf[batch.stream], batch.payload, { qos: 1 }, (error) =>
+          onAck(batch, sentAt, conn.generation, error),
+        );
+        if (!accepted) {
+          queue.unshift(batch);
+          break;
+        }
+        inflight.set(batch.fromSeq, { batch, sentAt, generation: conn.generation });
+      }
+    } catch (error) {
+      log.error({ err: error }, "reading the outbox failed; will retry on the next append or reconnect");
+    }
+  }
+
+  function onAck(batch: Batch, sentAt: number, generation: number, error: Error | undefined): void {
+    if (error === undefined) {
+      // A PUBACK is a PUBACK even if the connection that carried it is gone: the row can go.
+      removals.push({ stream: batch.stream, fromSeq: batch.fromSeq, toSeq: batch.toSeq });
+      scheduleRemoval();
+      const ms = clock.monotonic() - sentAt;
+      latency.count += 1;
+      latency.sumMs += ms;
+      latency.maxMs = Math.max(latency.maxMs, ms);
+      publishedRecords += batch.count;
+      publishedMessages += 1;
+    }
+    if (connection?.generation !== generation) return;
+    inflight.delete(batch.fromSeq);
+    if (error !== undefined) {
+      const reason = (error as { code?: unknown }).code;
+      if (typeof reason === "number" && PERMANENT_REFUSALS.has(reason)) {
+        log.error({ stream: batch.stream, fromSeq: batch.fromSeq, toSeq: batch.toSeq, reason }, "broker refused batch for good; dropping it");
+        outbox.discard(batch.stream, batch.fromSeq, batch.toSeq);
+      } else {
+        session.forceReconnect(`publish failed: ${errorMessage(error)}`);
+        return;
+      }
+    }
+    schedulePump();
+  }
+
+  function scheduleRemoval(): void {
+    if (removalScheduled) return;
+    removalScheduled = true;
+    setImmediate(flushRemovals);
+  }
+
+  function flushRemovals(): void {
+    removalScheduled = false;
+    if (removals.length === 0) return;
+    const ranges = removals;
+    removals = [];
+    try {
+      outbox.removeMany(ranges);
+    } catch (error) {
+      // Not deleting only means sending again later (consumers de-duplicate by seq).
+      log.error({ err: error }, "deleting acknowledged records failed");
+    }
+  }
+
+  function checkAcks(): void {
+    if (connection === undefined) return;
+    const now = clock.monotonic();
+    for (const entry of inflight.values()) {
+      if (now - entry.sentAt > options.ackTimeoutMs) {
+        session.forceReconnect(`no PUBACK for ${Math.round((now - entry.sentAt) / 1000)} s`);
+        return;
+      }
+    }
+  }
+
+  const unsubscribeOutbox = outbox.onAppend(schedulePump);
+  const unsubscribeSession = session.subscribe({
+    up(conn) {
+      connection = conn;
+      cursor = 0;
+      queue = [];
+      inflight.clear();
+      historicalUpTo = outbox.lastSeq();
+      schedulePump();
+    },
+    down() {
+      connection = undefined;
+      queue = [];
+      inflight.clear();
+      flushRemovals();
+    },
+  });
+
+  return {
+    start(): void {
+      watchdog = setInterval(checkAcks, Math.min(1000, options.ackTimeoutMs));
+      watchdog.unref();
+    },
+
+    stats(): PublisherStats {
+      return {
+        inflight: inflight.size,
+        publishedRecords,
+        publishedMessages,
+        latency: {
+          count: latency.count,
+          avgMs: latency.count === 0 ? 0 : latency.sumMs / latency.count,
+          maxMs: latency.maxMs,
+        },
+      };
+    },
+
+    takeLatency(): PublisherStats["latency"] {
+      const taken = {
+        count: latency.count,
+        avgMs: latency.count === 0 ? 0 : latency.sumMs / latency.count,
+        maxMs: latency.maxMs,
+      };
+      latency = { count: 0, sumMs: 0, maxMs: 0 };
+      return taken;
+    },
+
+    /** Waits until nothing is left to send or the time is up; true if the outbox emptied. */
+    async drain(timeoutMs: number): Promise<boolean> {
+      const deadline = clock.monotonic() + timeoutMs;
+      while (clock.monotonic() < deadline) {
+        flushRemovals();
+        if (outbox.stats().records === 0) return true;
+        if (connection === undefined) return false;
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      return false;
+    },
+
+    stop(): void {
+      if (watchdog !== undefined) clearInterval(watchdog);
+      unsubscribeOutbox();
+      unsubscribeSession();
+      flushRemovals();
+    },
+  };
+}
+export type Publisher = ReturnType<typeof createPublisher>;
