@@ -7,10 +7,10 @@ import {
   type MetricSource,
   type Metrics,
 } from "./metrics/heartbeat.js";
-import type { MetaStore } from "./store/meta.js";
-import type { Outbox, RecordInput, Stream } from "./store/outbox.js";
 import type { Clock } from "./shared/clock.js";
 import type { Logger } from "./shared/logger.js";
+import type { MetaStore } from "./store/meta.js";
+import type { Outbox, RecordInput, Stream } from "./store/outbox.js";
 import type { MqttSession } from "./transport/mqtt-session.js";
 import { createPresence } from "./transport/presence.js";
 import { createPublisher } from "./transport/publisher.js";
@@ -98,7 +98,8 @@ export function createAgent(deps: AgentDeps) {
       const metrics: Metrics = {
         "agent.outbox.records": stats.records,
         "agent.outbox.bytes": stats.bytes,
-        "agent.outbox.oldestAgeSec": stats.oldestTs === undefined ? 0 : Math.max(0, (clock.now() - stats.oldestTs) / 1000),
+        "agent.outbox.oldestAgeSec":
+          stats.oldestTs === undefined ? 0 : Math.max(0, (clock.now() - stats.oldestTs) / 1000),
         "agent.outbox.dropped.telemetry": stats.streams.telemetry.dropped,
         "agent.outbox.dropped.events": stats.streams.events.dropped,
         "agent.outbox.dropped.logs": stats.streams.logs.dropped,
@@ -117,7 +118,11 @@ export function createAgent(deps: AgentDeps) {
   /** One `agent.outbox.dropped` event per increase of the counters, remembered across restarts. */
   function reportDrops(): void {
     const stats = outbox.stats();
-    const reported = meta.getJson<Record<Stream, number>>("dropsReported") ?? { telemetry: 0, events: 0, logs: 0 };
+    const reported = meta.getJson<Record<Stream, number>>("dropsReported") ?? {
+      telemetry: 0,
+      events: 0,
+      logs: 0,
+    };
     const delta: Record<Stream, number> = {
       telemetry: stats.streams.telemetry.dropped - reported.telemetry,
       events: stats.streams.events.dropped - reported.events,
@@ -201,7 +206,11 @@ export function createAgent(deps: AgentDeps) {
         await heartbeat.stop();
         eventLoop.stop();
         const drained = await publisher.drain(STOP_DRAIN_MS);
-        if (!drained) log.warn({ records: outbox.stats().records }, "stopping with records still in the outbox; they are sent after restart");
+        if (!drained)
+          log.warn(
+            { records: outbox.stats().records },
+            "stopping with records still in the outbox; they are sent after restart",
+          );
         const said = await presence.offline(STOP_OFFLINE_MS);
         if (!said) log.warn({}, "could not publish offline state; the Will will say lost");
         await session.stop();

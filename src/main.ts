@@ -1,17 +1,17 @@
 import { join } from "node:path";
 import { pino } from "pino";
-import { createAgent, type AgentEvent } from "./agent.js";
+import { type AgentEvent, createAgent } from "./agent.js";
 import type { Config } from "./config/schema.js";
 import { createIntakeServer } from "./intake/server.js";
-import { COUNTERS_FILE, openDatabase } from "./store/database.js";
-import { createCountersFile } from "./store/counters-file.js";
-import { createMetaStore } from "./store/meta.js";
-import { createOutbox } from "./store/outbox.js";
-import { nextSessionId } from "./store/session-counter.js";
 import { createBackoff } from "./shared/backoff.js";
 import { systemClock } from "./shared/clock.js";
 import type { Logger } from "./shared/logger.js";
 import { readAgentVersion } from "./shared/version.js";
+import { createCountersFile } from "./store/counters-file.js";
+import { COUNTERS_FILE, openDatabase } from "./store/database.js";
+import { createMetaStore } from "./store/meta.js";
+import { createOutbox } from "./store/outbox.js";
+import { nextSessionId } from "./store/session-counter.js";
 import { createMqttSession } from "./transport/mqtt-session.js";
 import { willPayload } from "./transport/presence.js";
 import { createTopics } from "./transport/topics.js";
@@ -26,13 +26,21 @@ const BATCH_HEADER_RESERVE = 512;
 export async function runAgent(config: Config, options: { logger?: Logger } = {}) {
   const log: Logger =
     options.logger ??
-    pino({ level: config.log.level, base: { deviceId: config.deviceId } }, pino.destination({ dest: 2, sync: true }));
+    pino(
+      { level: config.log.level, base: { deviceId: config.deviceId } },
+      pino.destination({ dest: 2, sync: true }),
+    );
   const clock = systemClock;
   const agentVersion = readAgentVersion();
 
   // The WAL is checkpointed at 5 % of the quota (4 MiB at most) so the quota holds for the file on disk.
   const walLimitBytes = Math.min(4 * 1024 * 1024, Math.floor(config.outbox.maxBytes / 20));
-  const opened = openDatabase({ dataDir: config.dataDir, log: log.child({ component: "store" }), now: clock.now, walLimitBytes });
+  const opened = openDatabase({
+    dataDir: config.dataDir,
+    log: log.child({ component: "store" }),
+    now: clock.now,
+    walLimitBytes,
+  });
   const counters = createCountersFile(join(config.dataDir, COUNTERS_FILE));
   const meta = createMetaStore(opened.db);
   const outbox = createOutbox({

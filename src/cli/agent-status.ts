@@ -1,14 +1,20 @@
+import type { Config } from "../config/schema.js";
 import { openDatabaseReadOnly } from "../store/database.js";
 import { createMetaStore } from "../store/meta.js";
 import { type OutboxStats, readOutboxStats } from "../store/outbox.js";
-import type { Config } from "../config/schema.js";
 
 export interface StatusReport {
   deviceId: string;
   tenant: string;
   dataDir: string;
   daemon: { running: boolean; pid: number | null; startedAt?: number; agentVersion?: string };
-  connection: { connected: boolean; url?: string; sessionId?: number; since?: number; lastError?: string } | null;
+  connection: {
+    connected: boolean;
+    url?: string;
+    sessionId?: number;
+    since?: number;
+    lastError?: string;
+  } | null;
   outbox: OutboxStats & { maxBytes: number };
 }
 
@@ -60,8 +66,13 @@ export function formatStatus(report: StatusReport, now: number): string {
   );
   const c = report.connection;
   if (c === null) row("connection", "never connected");
-  else if (c.connected) row("connection", `connected to ${c.url}, session ${c.sessionId}, since ${ago(now, c.since)}`);
-  else row("connection", `disconnected${c.url ? ` from ${c.url}` : ""}${c.lastError ? ` (${c.lastError})` : ""}`);
+  else if (c.connected)
+    row("connection", `connected to ${c.url}, session ${c.sessionId}, since ${ago(now, c.since)}`);
+  else
+    row(
+      "connection",
+      `disconnected${c.url ? ` from ${c.url}` : ""}${c.lastError ? ` (${c.lastError})` : ""}`,
+    );
   const o = report.outbox;
   row(
     "outbox",

@@ -1,4 +1,4 @@
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { type ParseArgsConfig, parseArgs } from "node:util";
 
 /** A usage mistake: printed as one sentence, exit 2. */
 export class UsageError extends Error {
@@ -11,7 +11,12 @@ export function parse<T extends NonNullable<ParseArgsConfig["options"]>>(
   command: string,
 ) {
   try {
-    return parseArgs({ args, options: { ...options, help: { type: "boolean", short: "h" } }, allowPositionals: true, strict: true });
+    return parseArgs({
+      args,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (error) {
     throw new UsageError(`${command}: ${(error as Error).message}`);
   }

@@ -104,7 +104,8 @@ function status(args: string[]): number {
     "pos-agent status",
   );
   if (values.help) return help("status");
-  if (positionals.length > 0) throw new UsageError(`pos-agent status: unexpected argument "${positionals[0]}"`);
+  if (positionals.length > 0)
+    throw new UsageError(`pos-agent status: unexpected argument "${positionals[0]}"`);
   const { config } = loadConfigOrThrow(values.config);
   const report = readStatus(config);
   console.log(values.json ? JSON.stringify(report, null, 2) : formatStatus(report, Date.now()));

@@ -39,7 +39,9 @@ export function validateItems<T>(
       return;
     }
     for (const issue of parsed.error.issues) {
-      const path = issue.path.map((key) => (typeof key === "number" ? `[${key}]` : `.${String(key)}`)).join("");
+      const path = issue.path
+        .map((key) => (typeof key === "number" ? `[${key}]` : `.${String(key)}`))
+        .join("");
       const keys = issue.code === "unrecognized_keys" ? `.${issue.keys.join(", .")}` : "";
       errors.push(`[${index}]${path}${keys}: ${issue.message}`);
     }

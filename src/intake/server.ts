@@ -1,8 +1,8 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Outbox, OutboxStats, RecordInput } from "../store/outbox.js";
 import { isAgentError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
+import type { Outbox, OutboxStats, RecordInput } from "../store/outbox.js";
 import { EventItem, LogItem, MAX_BODY_BYTES, MAX_ITEMS, validateItems } from "./schema.js";
 
 export interface IntakeOptions {
@@ -51,7 +51,11 @@ export function createIntakeServer(options: IntakeOptions) {
         const health = options.health();
         send(res, 200, {
           connected: health.connected,
-          outbox: { records: health.outbox.records, bytes: health.outbox.bytes, oldestTs: health.outbox.oldestTs ?? null },
+          outbox: {
+            records: health.outbox.records,
+            bytes: health.outbox.bytes,
+            oldestTs: health.outbox.oldestTs ?? null,
+          },
         });
         return;
       }
@@ -123,7 +127,8 @@ export function createIntakeServer(options: IntakeOptions) {
 }
 
 function requireMethod(req: IncomingMessage, method: string): void {
-  if (req.method !== method) throw new HttpError(405, "BAD_REQUEST", [`use ${method} here, not ${req.method}`]);
+  if (req.method !== method)
+    throw new HttpError(405, "BAD_REQUEST", [`use ${method} here, not ${req.method}`]);
 }
 
 function readBody(req: IncomingMessage): Promise<Buffer> {
@@ -161,9 +166,12 @@ function parseArray(body: Buffer): unknown[] {
   } catch (error) {
     throw new HttpError(400, "BAD_REQUEST", [`(body): not valid JSON: ${(error as Error).message}`]);
   }
-  if (!Array.isArray(value)) throw new HttpError(400, "BAD_REQUEST", ["(body): must be a JSON array of items"]);
+  if (!Array.isArray(value))
+    throw new HttpError(400, "BAD_REQUEST", ["(body): must be a JSON array of items"]);
   if (value.length > MAX_ITEMS) {
-    throw new HttpError(413, "TOO_LARGE", [`(body): ${value.length} items; at most ${MAX_ITEMS} per request`]);
+    throw new HttpError(413, "TOO_LARGE", [
+      `(body): ${value.length} items; at most ${MAX_ITEMS} per request`,
+    ]);
   }
   return value;
 }

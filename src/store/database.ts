@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import Sqlite from "better-sqlite3";
 import type { Database } from "better-sqlite3";
+import Sqlite from "better-sqlite3";
 import { errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { migrate } from "./migrations.js";

@@ -138,18 +138,20 @@ export function createOutbox(options: OutboxOptions) {
     }
   }
 
-  const appendTx = db.transaction((rows: ReadonlyArray<{ stream: Stream; ts: number; json: string; bytes: number }>) => {
-    const needed = rows.reduce((sum, row) => sum + row.bytes, 0);
-    const dropped: Record<Stream, number> = { telemetry: 0, events: 0, logs: 0 };
-    makeRoom(needed, dropped);
-    let firstSeq = 0;
-    let last = 0;
-    for (const row of rows) {
-      last = Number(insert.run(row.stream, row.ts, row.json, row.bytes).lastInsertRowid);
-      if (firstSeq === 0) firstSeq = last;
-    }
-    return { firstSeq, lastSeq: last, dropped };
-  });
+  const appendTx = db.transaction(
+    (rows: ReadonlyArray<{ stream: Stream; ts: number; json: string; bytes: number }>) => {
+      const needed = rows.reduce((sum, row) => sum + row.bytes, 0);
+      const dropped: Record<Stream, number> = { telemetry: 0, events: 0, logs: 0 };
+      makeRoom(needed, dropped);
+      let firstSeq = 0;
+      let last = 0;
+      for (const row of rows) {
+        last = Number(insert.run(row.stream, row.ts, row.json, row.bytes).lastInsertRowid);
+        if (firstSeq === 0) firstSeq = last;
+      }
+      return { firstSeq, lastSeq: last, dropped };
+    },
+  );
 
   return {
     /**
@@ -166,15 +168,22 @@ export function createOutbox(options: OutboxOptions) {
         const json = JSON.stringify(fields);
         const bytes = Buffer.byteLength(json) + ROW_OVERHEAD_BYTES;
         if (bytes > maxRecordBytes) {
-          throw new AgentError("TOO_LARGE", `record [${index}] is ${bytes} bytes; the limit is ${maxRecordBytes}`, {
-            details: { index },
-          });
+          throw new AgentError(
+            "TOO_LARGE",
+            `record [${index}] is ${bytes} bytes; the limit is ${maxRecordBytes}`,
+            {
+              details: { index },
+            },
+          );
         }
         total += bytes;
         return { stream: record.stream, ts: record.ts, json, bytes };
       });
       if (total > maxBytes) {
-        throw new AgentError("TOO_LARGE", `batch of ${total} bytes exceeds the outbox quota of ${maxBytes} bytes`);
+        throw new AgentError(
+          "TOO_LARGE",
+          `batch of ${total} bytes exceeds the outbox quota of ${maxBytes} bytes`,
+        );
       }
       let result: AppendResult;
       try {
@@ -215,11 +224,14 @@ export function createOutbox(options: OutboxOptions) {
     },
 
     /** Several acknowledged batches in one durable transaction. */
-    removeMany: db.transaction((ranges: ReadonlyArray<{ stream: Stream; fromSeq: number; toSeq: number }>) => {
-      let removed = 0;
-      for (const range of ranges) removed += deleteRange.run(range.stream, range.fromSeq, range.toSeq).changes;
-      return removed;
-    }),
+    removeMany: db.transaction(
+      (ranges: ReadonlyArray<{ stream: Stream; fromSeq: number; toSeq: number }>) => {
+        let removed = 0;
+        for (const range of ranges)
+          removed += deleteRange.run(range.stream, range.fromSeq, range.toSeq).changes;
+        return removed;
+      },
+    ),
 
     /** Deletes a batch the broker refused for good, counting it as dropped (never silently). */
     discard: db.transaction((stream: Stream, fromSeq: number, toSeq: number) => {

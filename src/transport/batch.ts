@@ -58,7 +58,12 @@ export function buildBatches(
       batch = undefined;
     }
     if (batch === undefined) {
-      open.set(record.stream, { parts: [json], bytes: overhead + size, fromSeq: record.seq, toSeq: record.seq });
+      open.set(record.stream, {
+        parts: [json],
+        bytes: overhead + size,
+        fromSeq: record.seq,
+        toSeq: record.seq,
+      });
     } else {
       batch.parts.push(json);
       batch.bytes += 1 + size;

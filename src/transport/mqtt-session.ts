@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
-import mqtt from "mqtt";
 import type { IClientOptions, IClientPublishOptions, MqttClient } from "mqtt";
+import mqtt from "mqtt";
 import type { Backoff } from "../shared/backoff.js";
 import { errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -96,7 +96,7 @@ export function createMqttSession(options: MqttSessionOptions) {
   }
 
   /** Resolves when this client's connection is over (or never came up). */
-  function attempt(url: string): Promise<{ connected: boolean; reason: string }> {
+  function attempt(url: string): Promise<{ connected: boolean; downgraded?: boolean; reason: string }> {
     const protocolVersion = downgraded.has(url) ? 4 : options.protocolVersion;
     let sessionId: number;
     let opts: IClientOptions;
@@ -114,6 +114,7 @@ export function createMqttSession(options: MqttSessionOptions) {
     return new Promise((resolve) => {
       let connection: Connection | undefined;
       let lastError = "connection closed";
+      let downgradedNow = false;
       c.on("connect", (connack) => {
         connection = {
           generation: myGeneration,
@@ -135,6 +136,7 @@ export function createMqttSession(options: MqttSessionOptions) {
         // 3.1.1 CONNACK 1 / MQTT 5 reason 0x84: the broker does not speak MQTT 5.
         if (protocolVersion === 5 && (code === 132 || code === 1)) {
           downgraded.add(url);
+          downgradedNow = true;
           log.warn({ url }, "broker refused MQTT 5; falling back to MQTT 3.1.1");
         }
       });
@@ -144,10 +146,11 @@ export function createMqttSession(options: MqttSessionOptions) {
         if (client === c) client = undefined;
         if (connection !== undefined) {
           current = undefined;
-          log.warn({ url, sessionId, reason: lastError }, "disconnected");
+          if (stopping) log.info({ url, sessionId }, "disconnected");
+          else log.warn({ url, sessionId, reason: lastError }, "disconnected");
           for (const listener of listeners) listener.down(connection, lastError);
         }
-        resolve({ connected: connection !== undefined, reason: lastError });
+        resolve({ connected: connection !== undefined, downgraded: downgradedNow, reason: lastError });
       });
     });
   }
@@ -159,9 +162,12 @@ export function createMqttSession(options: MqttSessionOptions) {
       if (stopping) break;
       if (outcome.connected) {
         reconnects += 1;
+      } else if (outcome.downgraded) {
+        log.warn({ url }, "retrying the same broker with MQTT 3.1.1");
       } else {
-        log.warn({ url, reason: outcome.reason }, "connect failed; trying the next broker");
         urlIndex += 1;
+        const next = options.urls[urlIndex % options.urls.length];
+        log.warn({ url, reason: outcome.reason, next }, "connect failed");
       }
       const delay = options.backoff.next();
       await new Promise<void>((resolve) => {

@@ -33,11 +33,16 @@ export function createPresence(options: {
   function publishState(payload: object, timeoutMs: number): Promise<boolean> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), timeoutMs);
-      const sent = session.publish(topics.state, JSON.stringify(payload), { qos: 1, retain: true }, (error) => {
-        clearTimeout(timer);
-        if (error !== undefined) log.warn({ err: error }, "state message not acknowledged");
-        resolve(error === undefined);
-      });
+      const sent = session.publish(
+        topics.state,
+        JSON.stringify(payload),
+        { qos: 1, retain: true },
+        (error) => {
+          clearTimeout(timer);
+          if (error !== undefined) log.warn({ err: error }, "state message not acknowledged");
+          resolve(error === undefined);
+        },
+      );
       if (!sent) {
         clearTimeout(timer);
         resolve(false);
@@ -49,7 +54,15 @@ export function createPresence(options: {
     const facts = options.facts();
     const { extra, ...rest } = facts;
     void publishState(
-      { v: 1, online: true, state: "ready", ts: options.now(), sessionId: connection.sessionId, ...rest, ...extra },
+      {
+        v: 1,
+        online: true,
+        state: "ready",
+        ts: options.now(),
+        sessionId: connection.sessionId,
+        ...rest,
+        ...extra,
+      },
       30_000,
     );
   }

@@ -1,7 +1,7 @@
-import type { Outbox, Stream } from "../store/outbox.js";
 import type { Clock } from "../shared/clock.js";
 import { errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
+import type { Outbox, Stream } from "../store/outbox.js";
 import { type Batch, buildBatches } from "./batch.js";
 import type { Connection, MqttSession } from "./mqtt-session.js";
 import type { Topics } from "./topics.js";
@@ -30,7 +30,12 @@ export interface PublisherStats {
 /** PUBACK reasons that will not change on a retry: such a batch is dropped and counted, not resent forever. */
 const PERMANENT_REFUSALS = new Set([0x87, 0x90, 0x95, 0x99]);
 const PAGE_ROWS = 2000;
-const PAGE_BYTES = 2 * 1024 * 1024;
+const PAGE_BYTES = 256 * 1024;
+/**
+ * Bytes awaiting PUBACK at once. Batches are large, so a message window alone would keep megabytes
+ * alive long enough to reach V8's old generation; this keeps the drain's memory flat.
+ */
+const MAX_INFLIGHT_BYTES = 1024 * 1024;
 /** Fixed header, topic length prefix, packet id and MQTT 5 property length. */
 const PACKET_OVERHEAD = 16;
 
@@ -48,6 +53,7 @@ export function createPublisher(options: PublisherOptions) {
   let historicalUpTo = 0;
   let queue: Batch[] = [];
   const inflight = new Map<number, Inflight>();
+  let inflightBytes = 0;
   let removals: Array<{ stream: Stream; fromSeq: number; toSeq: number }> = [];
   let pumpScheduled = false;
   let removalScheduled = false;
@@ -64,7 +70,9 @@ export function createPublisher(options: PublisherOptions) {
 
   function payloadLimit(conn: Connection, stream: Stream): number {
     const brokerLimit = conn.maximumPacketSize ?? Number.POSITIVE_INFINITY;
-    return Math.min(options.maxMessageBytes, brokerLimit) - Buffer.byteLength(topicOf[stream]) - PACKET_OVERHEAD;
+    return (
+      Math.min(options.maxMessageBytes, brokerLimit) - Buffer.byteLength(topicOf[stream]) - PACKET_OVERHEAD
+    );
   }
 
   function schedulePump(): void {
@@ -80,7 +88,11 @@ export function createPublisher(options: PublisherOptions) {
     cursor = last.seq;
     const header = { deviceId: options.deviceId, sessionId: conn.sessionId };
     // One limit for all streams: the longest topic decides, so a batch fits whichever it goes to.
-    const limit = Math.min(payloadLimit(conn, "telemetry"), payloadLimit(conn, "events"), payloadLimit(conn, "logs"));
+    const limit = Math.min(
+      payloadLimit(conn, "telemetry"),
+      payloadLimit(conn, "events"),
+      payloadLimit(conn, "logs"),
+    );
     queue = buildBatches(rows, header, limit, historicalUpTo);
     return queue.length > 0;
   }
@@ -91,7 +103,7 @@ export function createPublisher(options: PublisherOptions) {
     if (conn === undefined) return;
     const window = Math.min(options.maxInflight, conn.receiveMaximum ?? Number.POSITIVE_INFINITY);
     try {
-      while (inflight.size < window) {
+      while (inflight.size < window && inflightBytes < MAX_INFLIGHT_BYTES) {
         if (queue.length === 0 && !fillQueue(conn)) break;
         const batch = queue.shift() as Batch;
         const sentAt = clock.monotonic();
@@ -103,6 +115,7 @@ export function createPublisher(options: PublisherOptions) {
           break;
         }
         inflight.set(batch.fromSeq, { batch, sentAt, generation: conn.generation });
+        inflightBytes += batch.payload.length;
       }
     } catch (error) {
       log.error({ err: error }, "reading the outbox failed; will retry on the next append or reconnect");
@@ -122,11 +135,14 @@ export function createPublisher(options: PublisherOptions) {
       publishedMessages += 1;
     }
     if (connection?.generation !== generation) return;
-    inflight.delete(batch.fromSeq);
+    if (inflight.delete(batch.fromSeq)) inflightBytes -= batch.payload.length;
     if (error !== undefined) {
       const reason = (error as { code?: unknown }).code;
       if (typeof reason === "number" && PERMANENT_REFUSALS.has(reason)) {
-        log.error({ stream: batch.stream, fromSeq: batch.fromSeq, toSeq: batch.toSeq, reason }, "broker refused batch for good; dropping it");
+        log.error(
+          { stream: batch.stream, fromSeq: batch.fromSeq, toSeq: batch.toSeq, reason },
+          "broker refused batch for good; dropping it",
+        );
         outbox.discard(batch.stream, batch.fromSeq, batch.toSeq);
       } else {
         session.forceReconnect(`publish failed: ${errorMessage(error)}`);
@@ -173,6 +189,7 @@ export function createPublisher(options: PublisherOptions) {
       cursor = 0;
       queue = [];
       inflight.clear();
+      inflightBytes = 0;
       historicalUpTo = outbox.lastSeq();
       schedulePump();
     },
@@ -180,6 +197,7 @@ export function createPublisher(options: PublisherOptions) {
       connection = undefined;
       queue = [];
       inflight.clear();
+      inflightBytes = 0;
       flushRemovals();
     },
   });

@@ -1,0 +1,223 @@
+#!/usr/bin/env node
+// npm run bench: the agent's delivery against raw mqtt.js on the same local Mosquitto, in one run,
+// printed as ratios. Figures are machine-dependent; the ratios are what the targets speak of.
+//   raw      mqtt.js QoS 1 publishes of 200-byte messages, window 1000 (the baseline)
+//   e2e      intake -> commit -> publish -> PUBACK -> delete, records/s
+//   drain    a backlog of BACKLOG records drained after the link comes back, records/s and RSS growth
+//   idle     agent RSS at rest vs a bare node process that has only imported the dependencies
+import { spawn } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import mqtt from "mqtt";
+import { freePort } from "./lib/free-port.mjs";
+import { startMosquitto } from "./lib/mosquitto.mjs";
+import { startTcpProxy } from "./lib/tcp-proxy.mjs";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const RAW_MESSAGES = Number(process.env.BENCH_RAW ?? 50_000);
+const E2E_RECORDS = Number(process.env.BENCH_E2E ?? 100_000);
+const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
+const WORK = join(tmpdir(), `pos-bench-${process.pid}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const line200 = (i) => `bench record ${String(i).padStart(9, "0")} `.padEnd(200, "x");
+const rssOf = (pid) =>
+  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? Number.NaN) * 1024;
+const mib = (bytes) => `${(bytes / 1048576).toFixed(1)} MiB`;
+
+async function rawRate(url) {
+  const client = mqtt.connect(url, { clientId: "bench-raw", protocolVersion: 5 });
+  await new Promise((r) => client.once("connect", r));
+  const payload = Buffer.from(line200(0));
+  let sent = 0;
+  let acked = 0;
+  const t0 = performance.now();
+  await new Promise((done) => {
+    const pump = () => {
+      while (sent < RAW_MESSAGES && sent - acked < 1000) {
+        sent += 1;
+        client.publish("bench/raw", payload, { qos: 1 }, (error) => {
+          if (error) throw error;
+          acked += 1;
+          if (acked === RAW_MESSAGES) done();
+          else pump();
+        });
+      }
+    };
+    pump();
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  await client.endAsync();
+  return RAW_MESSAGES / seconds;
+}
+
+async function startAgent(name, brokerPort) {
+  const dir = join(WORK, name);
+  mkdirSync(dir, { recursive: true });
+  const intakePort = await freePort();
+  const config = {
+    deviceId: `BENCH-${name}`,
+    tenant: "bench",
+    dataDir: join(dir, "data"),
+    mqtt: { urls: [`mqtt://127.0.0.1:${brokerPort}`], reconnect: { minSec: 1, maxSec: 1 } },
+    intake: { host: "127.0.0.1", port: intakePort },
+    telemetry: { intervalSec: 3600 },
+    outbox: { maxBytes: 1024 * 1024 * 1024 },
+    log: { level: "warn" },
+  };
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, "bin/pos-agent"), "run", "--config", join(dir, "config.json")],
+    {
+      stdio: ["ignore", "inherit", "inherit"],
+    },
+  );
+  for (let i = 0; i < 100; i++) {
+    if (await health(intakePort).catch(() => undefined)) break;
+    await sleep(50);
+  }
+  return { child, intakePort };
+}
+
+async function health(port) {
+  const response = await fetch(`http://127.0.0.1:${port}/v1/health`);
+  return response.json();
+}
+
+async function post(port, from, count) {
+  const items = Array.from({ length: count }, (_, i) => ({
+    source: "bench",
+    level: "info",
+    line: line200(from + i),
+  }));
+  const response = await fetch(`http://127.0.0.1:${port}/v1/logs`, {
+    method: "POST",
+    body: JSON.stringify(items),
+  });
+  if (response.status !== 200) throw new Error(`intake answered ${response.status}`);
+}
+
+async function waitEmpty(port, onTick = () => {}) {
+  for (;;) {
+    onTick();
+    const h = await health(port);
+    if (h.connected && h.outbox.records === 0) return;
+    await sleep(20);
+  }
+}
+
+async function e2eRate(brokerPort) {
+  const { child, intakePort } = await startAgent("e2e", brokerPort);
+  await sleep(500);
+  const t0 = performance.now();
+  // Four producers, as several apps on a terminal would be.
+  const perProducer = E2E_RECORDS / 4;
+  await Promise.all(
+    [0, 1, 2, 3].map(async (p) => {
+      for (let done = 0; done < perProducer; done += 1000)
+        await post(intakePort, p * perProducer + done, 1000);
+    }),
+  );
+  await waitEmpty(intakePort);
+  const seconds = (performance.now() - t0) / 1000;
+  child.kill("SIGTERM");
+  await new Promise((r) => child.once("exit", r));
+  return E2E_RECORDS / seconds;
+}
+
+async function drain(brokerPort) {
+  const link = await startTcpProxy({ targetPort: brokerPort });
+  await link.down();
+  const { child, intakePort } = await startAgent("drain", link.port);
+  process.stdout.write(`  filling a backlog of ${BACKLOG} records`);
+  for (let done = 0; done < BACKLOG; done += 10_000) {
+    await post(intakePort, done, Math.min(10_000, BACKLOG - done));
+    if (done % 100_000 === 0) process.stdout.write(".");
+  }
+  process.stdout.write("\n");
+  await sleep(2000);
+  const baseline = rssOf(child.pid);
+  let peak = baseline;
+  const t0 = performance.now();
+  await link.up();
+  await waitEmpty(intakePort, () => {
+    peak = Math.max(peak, rssOf(child.pid));
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  child.kill("SIGTERM");
+  await new Promise((r) => child.once("exit", r));
+  await link.close();
+  return { rate: BACKLOG / seconds, baseline, peak, seconds };
+}
+
+async function idle(brokerPort) {
+  const bare = spawn(
+    process.execPath,
+    [
+      "--input-type=module",
+      "-e",
+      "await Promise.all(['mqtt','better-sqlite3','zod','pino'].map((m) => import(m))); setTimeout(() => {}, 60000);",
+    ],
+    { cwd: ROOT, stdio: "ignore" },
+  );
+  const { child } = await startAgent("idle", brokerPort);
+  await sleep(5000);
+  const bareRss = rssOf(bare.pid);
+  const agentRss = rssOf(child.pid);
+  bare.kill("SIGKILL");
+  child.kill("SIGTERM");
+  await new Promise((r) => child.once("exit", r));
+  return { bareRss, agentRss };
+}
+
+async function main() {
+  rmSync(WORK, { recursive: true, force: true });
+  mkdirSync(WORK, { recursive: true });
+  const broker = await startMosquitto({ dir: join(WORK, "broker"), persistence: false });
+  try {
+    console.log(`broker: Mosquitto on ${broker.url}; node ${process.version}`);
+    const raw = await rawRate(broker.url);
+    console.log(`raw mqtt.js QoS 1, 200 B, window 1000: ${raw.toFixed(0)} msg/s`);
+    const e2e = await e2eRate(broker.port);
+    console.log(`agent end-to-end (intake->PUBACK->delete): ${e2e.toFixed(0)} records/s`);
+    const d = await drain(broker.port);
+    console.log(
+      `backlog drain: ${d.rate.toFixed(0)} records/s (${d.seconds.toFixed(1)} s), RSS ${mib(d.baseline)} -> peak ${mib(d.peak)}`,
+    );
+    const i = await idle(broker.port);
+    console.log(
+      `idle RSS: agent ${mib(i.agentRss)}, bare node with the dependencies imported ${mib(i.bareRss)}`,
+    );
+    console.log("\n| measure | value | target | result |\n|---|---|---|---|");
+    const row = (name, value, target, pass) =>
+      console.log(`| ${name} | ${value} | ${target} | ${pass ? "ok" : "MISSED"} |`);
+    row("delivered / raw QoS 1 rate", `${(e2e / raw).toFixed(2)}x`, ">= 1.0x", e2e / raw >= 1);
+    row(
+      `drain of ${BACKLOG} / raw QoS 1 rate`,
+      `${(d.rate / raw).toFixed(2)}x`,
+      ">= 1.5x",
+      d.rate / raw >= 1.5,
+    );
+    row(
+      "RSS growth during drain",
+      mib(d.peak - d.baseline),
+      "<= 10 MiB",
+      d.peak - d.baseline <= 10 * 1048576,
+    );
+    row(
+      "idle RSS / bare process",
+      `${(i.agentRss / i.bareRss).toFixed(2)}x`,
+      "<= 1.15x",
+      i.agentRss / i.bareRss <= 1.15,
+    );
+  } finally {
+    await broker.stop();
+    rmSync(WORK, { recursive: true, force: true });
+  }
+}
+
+main().catch((error) => {
+  console.error(`bench failed: ${error.stack ?? error}`);
+  process.exit(1);
+});

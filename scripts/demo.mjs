@@ -1,0 +1,211 @@
+#!/usr/bin/env node
+// The agent doing its real job on this machine: a broker (Mosquitto if installed, else the embedded
+// aedes), a TCP link that we cut, the agent as a real process, a fleet-side consumer printing what
+// arrives, a burst of records through the local intake API, and a summary at the end.
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join, resolve } from "node:path";
+import mqtt from "mqtt";
+import { freePort } from "./lib/free-port.mjs";
+import { startMosquitto } from "./lib/mosquitto.mjs";
+import { startTcpProxy } from "./lib/tcp-proxy.mjs";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const WORK = join(ROOT, ".demo");
+const DEVICE = "POS-DEMO-1";
+const TENANT = "acme";
+const TOPIC_ROOT = `pos/v1/${TENANT}/${DEVICE}`;
+const started = Date.now();
+const say = (text) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${text}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function startBroker() {
+  const hasMosquitto =
+    spawnSync("sh", ["-c", "command -v mosquitto || test -x /usr/sbin/mosquitto"]).status === 0;
+  if (hasMosquitto) {
+    const broker = await startMosquitto({ dir: join(WORK, "broker") });
+    return {
+      name: `Mosquitto on ${broker.url}`,
+      port: broker.port,
+      url: broker.url,
+      stop: () => broker.stop(),
+    };
+  }
+  const { Aedes } = await import("aedes");
+  const aedes = await Aedes.createBroker();
+  const port = await freePort();
+  const server = createServer(aedes.handle);
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
+  return {
+    name: `embedded aedes (MQTT 3.1.1) on mqtt://127.0.0.1:${port}`,
+    port,
+    url: `mqtt://127.0.0.1:${port}`,
+    stop: () => new Promise((r) => server.close(() => aedes.close(r))),
+  };
+}
+
+async function post(port, path, items) {
+  const response = await fetch(`http://127.0.0.1:${port}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(items),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+async function main() {
+  rmSync(WORK, { recursive: true, force: true });
+  mkdirSync(WORK, { recursive: true });
+  const broker = await startBroker();
+  say(`broker: ${broker.name}`);
+  const link = await startTcpProxy({ targetPort: broker.port });
+  say(`link: agent -> 127.0.0.1:${link.port} -> broker (we cut this one)`);
+
+  // The fleet side: a persistent session, so the broker keeps what arrives while it looks away.
+  const consumer = mqtt.connect(broker.url, { clientId: "demo-fleet", clean: false, protocolVersion: 4 });
+  const seen = new Map();
+  let duplicates = 0;
+  let messages = 0;
+  let lastState;
+  consumer.on("message", (topic, payload) => {
+    const body = JSON.parse(payload.toString());
+    const leaf = topic.slice(TOPIC_ROOT.length + 1);
+    if (leaf === "state") {
+      lastState = body;
+      say(`fleet <- state: ${body.online ? "ONLINE" : "OFFLINE"} (${body.state}, session ${body.sessionId})`);
+      return;
+    }
+    messages += 1;
+    let historical = 0;
+    for (const record of body.records) {
+      if (seen.has(record.seq)) duplicates += 1;
+      else seen.set(record.seq, record);
+      if (record.historical) historical += 1;
+    }
+    const first = body.records[0];
+    const sample =
+      leaf === "telemetry"
+        ? `rss ${(first.metrics["agent.process.rssBytes"] / 1048576).toFixed(0)} MiB, outbox ${first.metrics["agent.outbox.records"]} records`
+        : leaf === "events"
+          ? `${first.type} (${first.severity}) ${first.message ?? ""}`
+          : `"${first.line}"`;
+    if (leaf !== "logs" || messages % 10 === 1 || historical > 0) {
+      say(
+        `fleet <- ${leaf}: ${body.records.length} records, seq ${first.seq}..${body.records.at(-1).seq}${historical ? `, ${historical} historical` : ""}; first: ${sample}`,
+      );
+    }
+  });
+  await new Promise((r) => consumer.once("connect", r));
+  await consumer.subscribeAsync(`${TOPIC_ROOT}/#`, { qos: 1 });
+
+  const intakePort = await freePort();
+  const config = {
+    deviceId: DEVICE,
+    tenant: TENANT,
+    model: "DEMO",
+    dataDir: join(WORK, "agent-data"),
+    mqtt: { urls: [`mqtt://127.0.0.1:${link.port}`], willDelaySec: 2, reconnect: { minSec: 1, maxSec: 2 } },
+    intake: { host: "127.0.0.1", port: intakePort },
+    telemetry: { intervalSec: 5 },
+    log: { level: "warn" },
+  };
+  const configPath = join(WORK, "config.json");
+  writeFileSync(configPath, JSON.stringify(config, null, 2));
+  say(`agent: bin/pos-agent run --config ${configPath}`);
+  const agent = spawn(process.execPath, [join(ROOT, "bin/pos-agent"), "run", "--config", configPath], {
+    stdio: ["ignore", "inherit", "pipe"],
+  });
+  agent.stderr.on("data", (chunk) => {
+    for (const line of chunk.toString().split("\n").filter(Boolean)) {
+      try {
+        const entry = JSON.parse(line);
+        say(
+          `agent log (${entry.level >= 50 ? "error" : "warn"}): ${entry.msg}${entry.reason ? ` - ${entry.reason}` : ""}`,
+        );
+      } catch {
+        say(`agent: ${line}`);
+      }
+    }
+  });
+  const agentExit = new Promise((r) => agent.once("exit", (code) => r(code)));
+  for (let i = 0; i < 50; i++) {
+    const ok = await fetch(`http://127.0.0.1:${intakePort}/v1/health`).then(
+      () => true,
+      () => false,
+    );
+    if (ok) break;
+    await sleep(100);
+  }
+
+  let acknowledged = 0;
+  const expected = new Set();
+  async function burst(label, count) {
+    for (let done = 0; done < count; done += 500) {
+      const items = Array.from({ length: Math.min(500, count - done) }, (_, i) => ({
+        source: "pos-app",
+        level: i % 50 === 0 ? "error" : "info",
+        line: `${label} line ${done + i}`,
+      }));
+      const answer = await post(intakePort, "/v1/logs", items);
+      if (answer.status !== 200)
+        throw new Error(`intake answered ${answer.status}: ${JSON.stringify(answer.body)}`);
+      acknowledged += items.length;
+      for (let seq = answer.body.firstSeq; seq <= answer.body.lastSeq; seq++) expected.add(seq);
+    }
+  }
+
+  await sleep(1000);
+  say("app -> intake: a burst of 5 000 log lines and an event");
+  await burst("burst", 5000);
+  const event = await post(intakePort, "/v1/events", [
+    { type: "pos-app.receipt_reprint", severity: "info", source: "pos-app", message: "receipt reprinted" },
+  ]);
+  for (let seq = event.body.firstSeq; seq <= event.body.lastSeq; seq++) expected.add(seq);
+  acknowledged += 1;
+  await sleep(1500);
+
+  say("link: CUT (the terminal loses its network)");
+  await link.down();
+  await burst("offline", 2000);
+  say("app -> intake: 2 000 more lines while offline; they wait in the SQLite outbox");
+  const health = await fetch(`http://127.0.0.1:${intakePort}/v1/health`).then((r) => r.json());
+  say(
+    `agent health: connected=${health.connected}, outbox ${health.outbox.records} records, ${health.outbox.bytes} bytes`,
+  );
+  await sleep(3500);
+  say("link: RESTORED");
+  await link.up();
+
+  const deadline = Date.now() + 30_000;
+  while ([...expected].some((seq) => !seen.has(seq)) && Date.now() < deadline) await sleep(100);
+  await sleep(500);
+
+  say("agent: SIGTERM (clean stop)");
+  agent.kill("SIGTERM");
+  const code = await agentExit;
+  await sleep(300);
+  const missing = [...expected].filter((seq) => !seen.has(seq)).length;
+  console.log("\n=== summary ===");
+  console.log(`records acknowledged by intake : ${acknowledged}`);
+  console.log(`distinct records at the fleet   : ${seen.size} (includes the agent's own telemetry)`);
+  console.log(`acknowledged but missing        : ${missing}`);
+  console.log(`duplicates removed by seq       : ${duplicates}`);
+  console.log(`historical (sent after the cut) : ${[...seen.values()].filter((r) => r.historical).length}`);
+  console.log(`messages (batches) received     : ${messages}`);
+  console.log(
+    `final retained state            : ${lastState ? `${lastState.state}, session ${lastState.sessionId}` : "none"}`,
+  );
+  console.log(`agent exit code                 : ${code}`);
+  console.log(`inspect: ./bin/pos-agent status --config ${configPath}`);
+
+  await new Promise((r) => consumer.end(false, {}, r));
+  await link.close();
+  await broker.stop();
+  process.exitCode = missing === 0 && code === 0 ? 0 : 1;
+}
+
+main().catch((error) => {
+  console.error(`demo failed: ${error.message}`);
+  process.exit(1);
+});
