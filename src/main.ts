@@ -48,7 +48,6 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
     counters,
     maxBytes: config.outbox.maxBytes,
     maxRecordBytes: config.outbox.maxMessageBytes - BATCH_HEADER_RESERVE,
-    ...(opened.created ? { continueSeqFrom: counters.read().seqReserve } : {}),
   });
 
   const startupEvents: AgentEvent[] = [];

@@ -54,7 +54,13 @@ export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
     quarantine = { movedTo, reason };
     db = openChecked(file, options.walLimitBytes);
   }
-  const { from } = migrate(db);
+  let from: number;
+  try {
+    ({ from } = migrate(db));
+  } catch (error) {
+    db.close();
+    throw error;
+  }
   return { db, file, created: from === 0, quarantine };
 }
 

@@ -2,22 +2,31 @@ import type { Database } from "better-sqlite3";
 
 /**
  * Schema versions, applied in order by `PRAGMA user_version`. Never edit a shipped step: add one.
- * seq comes from AUTOINCREMENT, whose high-water mark lives in sqlite_sequence, so a deleted row's
- * seq is never handed out again.
+ * seq comes from outbox_seq, which only grows, so a deleted row's seq is never handed out again.
  */
 const STEPS: ReadonlyArray<(db: Database) => void> = [
   (db) => {
+    // One table per stream: rows are appended at one end and deleted (published or dropped) at the
+    // other, so pages fill up and empty whole. With the streams interleaved in one table, dropping
+    // telemetry left pages half full of logs that SQLite never refills, and the file outgrew the quota.
+    for (const stream of ["telemetry", "events", "logs"]) {
+      db.exec(`
+        CREATE TABLE outbox_${stream} (
+          seq   INTEGER PRIMARY KEY,
+          ts    INTEGER NOT NULL,
+          body  TEXT    NOT NULL,
+          bytes INTEGER NOT NULL
+        );
+        CREATE TRIGGER outbox_${stream}_insert AFTER INSERT ON outbox_${stream} BEGIN
+          UPDATE outbox_stats SET records = records + 1, bytes = bytes + NEW.bytes WHERE stream = '${stream}';
+        END;
+        CREATE TRIGGER outbox_${stream}_delete AFTER DELETE ON outbox_${stream} BEGIN
+          UPDATE outbox_stats SET records = records - 1, bytes = bytes - OLD.bytes WHERE stream = '${stream}';
+        END;
+      `);
+    }
     db.exec(`
-      CREATE TABLE outbox (
-        seq    INTEGER PRIMARY KEY AUTOINCREMENT,
-        stream TEXT    NOT NULL CHECK (stream IN ('telemetry', 'events', 'logs')),
-        ts     INTEGER NOT NULL,
-        body   TEXT    NOT NULL,
-        bytes  INTEGER NOT NULL
-      );
-      CREATE INDEX outbox_stream_seq ON outbox (stream, seq);
-
-      -- Running totals kept by triggers, so quota checks never scan the table.
+      -- Running totals kept by the triggers, so quota checks never scan a table.
       CREATE TABLE outbox_stats (
         stream  TEXT PRIMARY KEY,
         records INTEGER NOT NULL DEFAULT 0,
@@ -26,12 +35,12 @@ const STEPS: ReadonlyArray<(db: Database) => void> = [
       );
       INSERT INTO outbox_stats (stream) VALUES ('telemetry'), ('events'), ('logs');
 
-      CREATE TRIGGER outbox_stats_insert AFTER INSERT ON outbox BEGIN
-        UPDATE outbox_stats SET records = records + 1, bytes = bytes + NEW.bytes WHERE stream = NEW.stream;
-      END;
-      CREATE TRIGGER outbox_stats_delete AFTER DELETE ON outbox BEGIN
-        UPDATE outbox_stats SET records = records - 1, bytes = bytes - OLD.bytes WHERE stream = OLD.stream;
-      END;
+      -- The last seq handed out, over all streams; only ever raised.
+      CREATE TABLE outbox_seq (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        last INTEGER NOT NULL
+      );
+      INSERT INTO outbox_seq (id, last) VALUES (1, 0);
 
       CREATE TABLE meta (
         key   TEXT PRIMARY KEY,

@@ -1,4 +1,4 @@
-import type { Database } from "better-sqlite3";
+import type { Database, Statement } from "better-sqlite3";
 import { AgentError, isDiskFull } from "../shared/errors.js";
 import type { CountersFile } from "./counters-file.js";
 
@@ -8,11 +8,26 @@ export type Stream = (typeof STREAMS)[number];
 /** When the quota is reached the oldest telemetry goes first, then logs, and events last (CONTRACT 4). */
 export const DROP_ORDER: readonly Stream[] = ["telemetry", "logs", "events"];
 
+const PAGE_SIZE = 4096;
+/** A table leaf page holds at most this much of one row; the rest goes to overflow pages (SQLite file format 1.6). */
+const MAX_LOCAL = PAGE_SIZE - 35;
+const MIN_LOCAL = Math.floor(((PAGE_SIZE - 12) * 32) / 255) - 23;
+/** Cell header, rowid, ts and bytes columns, and the 2-byte cell pointer. */
+export const ROW_OVERHEAD_BYTES = 32;
+
 /**
- * Bytes a row costs on disk beyond its JSON body: rowid, ts, stream, bytes, cell pointer and the
- * (stream, seq) index entry. Measured with test/integration/outbox-quota.test.ts against real files.
+ * What a row costs on disk, so the quota holds for the file and not only for the JSON: the cell, the
+ * space a page leaves unused when the next cell does not fit (half a cell per page on average, for an
+ * append-only table), and whole overflow pages for rows larger than a page.
  */
-export const ROW_OVERHEAD_BYTES = 64;
+export function rowCost(bodyBytes: number): number {
+  const cell = bodyBytes + ROW_OVERHEAD_BYTES;
+  if (cell <= MAX_LOCAL) return cell + Math.ceil((cell * cell) / (2 * PAGE_SIZE));
+  const spill = MIN_LOCAL + ((cell - MIN_LOCAL) % (PAGE_SIZE - 4));
+  const local = spill <= MAX_LOCAL ? spill : MIN_LOCAL;
+  const overflowPages = Math.ceil((cell - local) / (PAGE_SIZE - 4));
+  return local + Math.ceil((local * local) / (2 * PAGE_SIZE)) + overflowPages * PAGE_SIZE;
+}
 
 export interface RecordInput {
   stream: Stream;
@@ -56,11 +71,11 @@ export interface OutboxOptions {
   maxBytes: number;
   /** A record larger than this could never be published inside one message. */
   maxRecordBytes: number;
-  /** Fresh database on a device that already handed out seqs: continue above the reservation. */
-  continueSeqFrom?: number;
 }
 
 const SEQ_RESERVE_BLOCK = 100_000;
+/** Below this the database's fixed pages (schema, meta) would dominate the disk/estimate ratio. */
+const CALIBRATE_AFTER_BYTES = 256 * 1024;
 const DROP_CHUNK = 256;
 
 export type Outbox = ReturnType<typeof createOutbox>;
@@ -68,42 +83,35 @@ export type Outbox = ReturnType<typeof createOutbox>;
 export function createOutbox(options: OutboxOptions) {
   const { db, counters, maxBytes, maxRecordBytes } = options;
 
-  const insert = db.prepare<[string, number, string, number]>(
-    "INSERT INTO outbox (stream, ts, body, bytes) VALUES (?, ?, ?, ?)",
+  const perStream = (sql: (table: string) => string) =>
+    Object.fromEntries(STREAMS.map((stream) => [stream, db.prepare(sql(`outbox_${stream}`))])) as Record<
+      Stream,
+      Statement
+    >;
+  const insert = perStream((t) => `INSERT INTO ${t} (seq, ts, body, bytes) VALUES (?, ?, ?, ?)`);
+  const oldestOf = perStream((t) => `SELECT seq, bytes FROM ${t} ORDER BY seq LIMIT ?`);
+  const deleteUpTo = perStream((t) => `DELETE FROM ${t} WHERE seq <= ?`);
+  const deleteRange = perStream((t) => `DELETE FROM ${t} WHERE seq BETWEEN ? AND ?`);
+  const sizesAfter = perStream((t) => `SELECT seq, bytes FROM ${t} WHERE seq > ? ORDER BY seq LIMIT ?`);
+  const rowsBetween = perStream(
+    (t) => `SELECT seq, ts, body FROM ${t} WHERE seq > ? AND seq <= ? ORDER BY seq`,
   );
-  const oldestOfStream = db.prepare<[string, number], { seq: number; bytes: number }>(
-    "SELECT seq, bytes FROM outbox WHERE stream = ? ORDER BY seq LIMIT ?",
-  );
-  const deleteUpTo = db.prepare<[string, number]>("DELETE FROM outbox WHERE stream = ? AND seq <= ?");
   const addDropped = db.prepare<[number, string]>(
     "UPDATE outbox_stats SET dropped = dropped + ? WHERE stream = ?",
   );
   const totalBytes = db.prepare<[], { bytes: number }>("SELECT SUM(bytes) AS bytes FROM outbox_stats");
-  const streamStats = db.prepare<[], { stream: Stream } & StreamStats>(
-    "SELECT stream, records, bytes, dropped FROM outbox_stats",
-  );
-  const oldest = db.prepare<[], { ts: number }>("SELECT ts FROM outbox ORDER BY seq LIMIT 1");
-  const lastSeqQuery = db.prepare<[], { seq: number }>(
-    "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
-  );
-  const pageSizes = db.prepare<[number, number], { seq: number; bytes: number }>(
-    "SELECT seq, bytes FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-  );
-  const pageRows = db.prepare<[number, number], StoredRecord>(
-    "SELECT seq, stream, ts, body FROM outbox WHERE seq > ? AND seq <= ? ORDER BY seq",
-  );
-  const deleteRange = db.prepare<[string, number, number]>(
-    "DELETE FROM outbox WHERE stream = ? AND seq BETWEEN ? AND ?",
-  );
+  const lastSeqQuery = db.prepare<[], { last: number }>("SELECT last FROM outbox_seq WHERE id = 1");
+  const setLastSeq = db.prepare<[number]>("UPDATE outbox_seq SET last = ? WHERE id = 1");
 
   const listeners = new Set<() => void>();
+  const lastSeq = () => lastSeqQuery.get()?.last ?? 0;
 
-  const lastSeq = () => lastSeqQuery.get()?.seq ?? 0;
-
-  if (options.continueSeqFrom !== undefined && options.continueSeqFrom > lastSeq()) {
-    db.prepare("INSERT OR REPLACE INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)").run(
-      options.continueSeqFrom,
-    );
+  // A database that never handed out a seq, on a device whose counters file reserved some, was
+  // recreated (quarantine, deletion, or a stop between creating it and the first append): continue
+  // above the reservation so no seq comes back.
+  if (lastSeq() === 0) {
+    const reserved = counters.read().seqReserve;
+    if (reserved > 0) setLastSeq.run(reserved);
   }
   let reserve = Math.max(counters.read().seqReserve, lastSeq());
 
@@ -116,12 +124,27 @@ export function createOutbox(options: OutboxOptions) {
     counters.write({ ...state, seqReserve: reserve });
   }
 
+  /**
+   * How much more space the file takes than rowCost() counts. rowCost() is an estimate (page packing
+   * depends on the mix of row sizes); the file's own page count is the truth. Only trusted once the
+   * outbox fills enough pages for the ratio to mean something.
+   */
+  function diskRatio(accounted: number): number {
+    if (accounted < CALIBRATE_AFTER_BYTES) return 1;
+    const pages =
+      (db.pragma("page_count", { simple: true }) as number) -
+      (db.pragma("freelist_count", { simple: true }) as number);
+    return Math.max(1, (pages * PAGE_SIZE) / accounted);
+  }
+
   /** Drops oldest records in DROP_ORDER until `needed` more bytes fit; inside the caller's transaction. */
   function makeRoom(needed: number, dropped: Record<Stream, number>): void {
     let used = totalBytes.get()?.bytes ?? 0;
+    const ratio = diskRatio(used);
+    const limit = maxBytes / ratio;
     for (const stream of DROP_ORDER) {
-      while (used + needed > maxBytes) {
-        const victims = oldestOfStream.all(stream, DROP_CHUNK);
+      while (used + needed > limit) {
+        const victims = oldestOf[stream].all(DROP_CHUNK) as Array<{ seq: number; bytes: number }>;
         if (victims.length === 0) break;
         let upTo = 0;
         let count = 0;
@@ -129,9 +152,9 @@ export function createOutbox(options: OutboxOptions) {
           upTo = victim.seq;
           used -= victim.bytes;
           count += 1;
-          if (used + needed <= maxBytes) break;
+          if (used + needed <= limit) break;
         }
-        deleteUpTo.run(stream, upTo);
+        deleteUpTo[stream].run(upTo);
         addDropped.run(count, stream);
         dropped[stream] += count;
       }
@@ -143,15 +166,31 @@ export function createOutbox(options: OutboxOptions) {
       const needed = rows.reduce((sum, row) => sum + row.bytes, 0);
       const dropped: Record<Stream, number> = { telemetry: 0, events: 0, logs: 0 };
       makeRoom(needed, dropped);
-      let firstSeq = 0;
-      let last = 0;
+      const firstSeq = lastSeq() + 1;
+      let seq = firstSeq - 1;
       for (const row of rows) {
-        last = Number(insert.run(row.stream, row.ts, row.json, row.bytes).lastInsertRowid);
-        if (firstSeq === 0) firstSeq = last;
+        seq += 1;
+        insert[row.stream].run(seq, row.ts, row.json, row.bytes);
       }
-      return { firstSeq, lastSeq: last, dropped };
+      setLastSeq.run(seq);
+      return { firstSeq, lastSeq: seq, dropped };
     },
   );
+
+  const removeManyTx = db.transaction(
+    (ranges: ReadonlyArray<{ stream: Stream; fromSeq: number; toSeq: number }>) => {
+      let removed = 0;
+      for (const range of ranges)
+        removed += deleteRange[range.stream].run(range.fromSeq, range.toSeq).changes;
+      return removed;
+    },
+  );
+
+  const discardTx = db.transaction((stream: Stream, fromSeq: number, toSeq: number) => {
+    const removed = deleteRange[stream].run(fromSeq, toSeq).changes;
+    addDropped.run(removed, stream);
+    return removed;
+  });
 
   return {
     /**
@@ -166,7 +205,7 @@ export function createOutbox(options: OutboxOptions) {
       const rows = records.map((record, index) => {
         const { seq: _seq, ts: _ts, historical: _historical, ...fields } = record.body;
         const json = JSON.stringify(fields);
-        const bytes = Buffer.byteLength(json) + ROW_OVERHEAD_BYTES;
+        const bytes = rowCost(Buffer.byteLength(json));
         if (bytes > maxRecordBytes) {
           throw new AgentError(
             "TOO_LARGE",
@@ -203,45 +242,52 @@ export function createOutbox(options: OutboxOptions) {
     },
 
     /**
-     * Oldest first, after `afterSeq`, at most `limit` rows and about `maxBytes` (always at least one
-     * row): the publisher pages through a backlog of any size with flat memory.
+     * Oldest first over all streams, after `afterSeq`, at most `limit` rows and about `maxBytes`
+     * (always at least one row): the publisher pages through a backlog of any size with flat memory.
      */
     readAfter(afterSeq: number, limit: number, maxBytes: number): StoredRecord[] {
-      const sizes = pageSizes.all(afterSeq, limit);
+      const sizes = mergeBySeq(
+        STREAMS.map(
+          (stream) => sizesAfter[stream].all(afterSeq, limit) as Array<{ seq: number; bytes: number }>,
+        ),
+      );
       let upTo = afterSeq;
       let bytes = 0;
+      let count = 0;
       for (const row of sizes) {
-        if (upTo !== afterSeq && bytes + row.bytes > maxBytes) break;
+        if (count === limit || (upTo !== afterSeq && bytes + row.bytes > maxBytes)) break;
         bytes += row.bytes;
         upTo = row.seq;
+        count += 1;
       }
-      return upTo === afterSeq ? [] : pageRows.all(afterSeq, upTo);
+      if (upTo === afterSeq) return [];
+      return mergeBySeq(
+        STREAMS.map((stream) =>
+          (rowsBetween[stream].all(afterSeq, upTo) as Array<Omit<StoredRecord, "stream">>).map((row) => ({
+            ...row,
+            stream,
+          })),
+        ),
+      );
     },
 
     /** Deletes a published batch; returns how many rows were still there (quota drops may have won). */
     remove(stream: Stream, fromSeq: number, toSeq: number): number {
-      return deleteRange.run(stream, fromSeq, toSeq).changes;
+      return deleteRange[stream].run(fromSeq, toSeq).changes;
     },
 
     /** Several acknowledged batches in one durable transaction. */
-    removeMany: db.transaction(
-      (ranges: ReadonlyArray<{ stream: Stream; fromSeq: number; toSeq: number }>) => {
-        let removed = 0;
-        for (const range of ranges)
-          removed += deleteRange.run(range.stream, range.fromSeq, range.toSeq).changes;
-        return removed;
-      },
-    ),
+    removeMany(ranges: ReadonlyArray<{ stream: Stream; fromSeq: number; toSeq: number }>): number {
+      return removeManyTx(ranges);
+    },
 
     /** Deletes a batch the broker refused for good, counting it as dropped (never silently). */
-    discard: db.transaction((stream: Stream, fromSeq: number, toSeq: number) => {
-      const removed = deleteRange.run(stream, fromSeq, toSeq).changes;
-      addDropped.run(removed, stream);
-      return removed;
-    }),
+    discard(stream: Stream, fromSeq: number, toSeq: number): number {
+      return discardTx(stream, fromSeq, toSeq);
+    },
 
     stats(): OutboxStats {
-      return readStats(streamStats.all(), oldest.get()?.ts, lastSeq());
+      return readOutboxStats(db);
     },
 
     lastSeq,
@@ -252,6 +298,11 @@ export function createOutbox(options: OutboxOptions) {
       return () => listeners.delete(listener);
     },
   };
+}
+
+/** Merges lists that are each sorted by seq into one sorted list. */
+function mergeBySeq<T extends { seq: number }>(lists: ReadonlyArray<readonly T[]>): T[] {
+  return lists.flat().sort((a, b) => a.seq - b.seq);
 }
 
 export function readStats(
@@ -274,14 +325,19 @@ export function readStats(
   return { records, bytes, oldestTs, lastSeq, streams };
 }
 
-/** The same numbers from a read-only connection, for `pos-agent status` beside a running daemon. */
+/** The outbox's numbers; also used from a read-only connection by `pos-agent status` beside a running daemon. */
 export function readOutboxStats(db: Database): OutboxStats {
   const rows = db
     .prepare<[], { stream: Stream } & StreamStats>("SELECT stream, records, bytes, dropped FROM outbox_stats")
     .all();
-  const oldestRow = db.prepare<[], { ts: number }>("SELECT ts FROM outbox ORDER BY seq LIMIT 1").get();
-  const seqRow = db
-    .prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
-    .get();
-  return readStats(rows, oldestRow?.ts, seqRow?.seq ?? 0);
+  const oldestTs = STREAMS.map((stream) =>
+    db
+      .prepare<[], { seq: number; ts: number }>(`SELECT seq, ts FROM outbox_${stream} ORDER BY seq LIMIT 1`)
+      .get(),
+  ).reduce<{ seq: number; ts: number } | undefined>(
+    (oldest, row) => (row !== undefined && (oldest === undefined || row.seq < oldest.seq) ? row : oldest),
+    undefined,
+  )?.ts;
+  const last = db.prepare<[], { last: number }>("SELECT last FROM outbox_seq WHERE id = 1").get()?.last ?? 0;
+  return readStats(rows, oldestTs, last);
 }
