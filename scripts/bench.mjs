@@ -51,6 +51,11 @@ async function rawRate(url) {
   return RAW_MESSAGES / seconds;
 }
 
+const children = new Set();
+process.on("exit", () => {
+  for (const child of children) child.kill("SIGKILL");
+});
+
 async function startAgent(name, brokerPort) {
   const dir = join(WORK, name);
   mkdirSync(dir, { recursive: true });
@@ -70,9 +75,11 @@ async function startAgent(name, brokerPort) {
     process.execPath,
     [join(ROOT, "bin/pos-agent"), "run", "--config", join(dir, "config.json")],
     {
-      stdio: ["ignore", "inherit", "inherit"],
+      stdio: ["ignore", "ignore", "ignore"],
     },
   );
+  children.add(child);
+  child.once("exit", () => children.delete(child));
   for (let i = 0; i < 100; i++) {
     if (await health(intakePort).catch(() => undefined)) break;
     await sleep(50);
@@ -131,16 +138,19 @@ async function drain(brokerPort) {
   await link.down();
   const { child, intakePort } = await startAgent("drain", link.port);
   process.stdout.write(`  filling a backlog of ${BACKLOG} records`);
-  for (let done = 0; done < BACKLOG; done += 10_000) {
-    await post(intakePort, done, Math.min(10_000, BACKLOG - done));
+  // 4 000 lines of ~260 bytes of JSON each stay under the intake's 1 MiB body limit.
+  for (let done = 0; done < BACKLOG; done += 4_000) {
+    await post(intakePort, done, Math.min(4_000, BACKLOG - done));
     if (done % 100_000 === 0) process.stdout.write(".");
   }
   process.stdout.write("\n");
   await sleep(2000);
   const baseline = rssOf(child.pid);
   let peak = baseline;
-  const t0 = performance.now();
   await link.up();
+  // The clock starts when the agent is connected again: its reconnect backoff is not drain time.
+  while (!(await health(intakePort)).connected) await sleep(5);
+  const t0 = performance.now();
   await waitEmpty(intakePort, () => {
     peak = Math.max(peak, rssOf(child.pid));
   });
@@ -162,7 +172,8 @@ async function idle(brokerPort) {
     { cwd: ROOT, stdio: "ignore" },
   );
   const { child } = await startAgent("idle", brokerPort);
-  await sleep(5000);
+  // Past start-up: V8's memory reducer has had time to shrink both heaps.
+  await sleep(Number(process.env.BENCH_IDLE_MS ?? 15_000));
   const bareRss = rssOf(bare.pid);
   const agentRss = rssOf(child.pid);
   bare.kill("SIGKILL");
