@@ -10,7 +10,7 @@ import {
 import type { Clock } from "./shared/clock.js";
 import type { Logger } from "./shared/logger.js";
 import type { MetaStore } from "./store/meta.js";
-import type { Outbox, RecordInput, Stream } from "./store/outbox.js";
+import type { Outbox, Stream } from "./store/outbox.js";
 import type { MqttSession } from "./transport/mqtt-session.js";
 import { createPresence } from "./transport/presence.js";
 import { createPublisher } from "./transport/publisher.js";
@@ -182,11 +182,6 @@ export function createAgent(deps: AgentDeps) {
     publisher,
     presence,
     recordEvent,
-
-    /** Appends records on behalf of other capabilities (peripherals, host health). */
-    append(records: readonly RecordInput[]) {
-      return outbox.append(records);
-    },
 
     async start(): Promise<{ intake: { host: string; port: number } | undefined }> {
       for (const event of deps.startupEvents) recordEvent(event);

@@ -1,7 +1,7 @@
 import type { Config } from "../config/schema.js";
 import { openDatabaseReadOnly } from "../store/database.js";
 import { createMetaStore } from "../store/meta.js";
-import { type OutboxStats, readOutboxStats } from "../store/outbox.js";
+import { createStatsReader, type OutboxStats } from "../store/outbox.js";
 
 export interface StatusReport {
   deviceId: string;
@@ -38,7 +38,7 @@ export function readStatus(config: Config): StatusReport {
       daemon: { ...(daemon ?? {}), running, pid: running ? (daemon?.pid ?? null) : null },
       // What the daemon last wrote is only true while it runs.
       connection: connection && !running ? { ...connection, connected: false } : connection,
-      outbox: { ...readOutboxStats(db), maxBytes: config.outbox.maxBytes },
+      outbox: { ...createStatsReader(db)(), maxBytes: config.outbox.maxBytes },
     };
   } finally {
     db.close();

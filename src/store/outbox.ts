@@ -286,9 +286,7 @@ export function createOutbox(options: OutboxOptions) {
       return discardTx(stream, fromSeq, toSeq);
     },
 
-    stats(): OutboxStats {
-      return readOutboxStats(db);
-    },
+    stats: createStatsReader(db),
 
     lastSeq,
 
@@ -325,19 +323,24 @@ export function readStats(
   return { records, bytes, oldestTs, lastSeq, streams };
 }
 
-/** The outbox's numbers; also used from a read-only connection by `pos-agent status` beside a running daemon. */
-export function readOutboxStats(db: Database): OutboxStats {
-  const rows = db
-    .prepare<[], { stream: Stream } & StreamStats>("SELECT stream, records, bytes, dropped FROM outbox_stats")
-    .all();
-  const oldestTs = STREAMS.map((stream) =>
-    db
-      .prepare<[], { seq: number; ts: number }>(`SELECT seq, ts FROM outbox_${stream} ORDER BY seq LIMIT 1`)
-      .get(),
-  ).reduce<{ seq: number; ts: number } | undefined>(
-    (oldest, row) => (row !== undefined && (oldest === undefined || row.seq < oldest.seq) ? row : oldest),
-    undefined,
-  )?.ts;
-  const last = db.prepare<[], { last: number }>("SELECT last FROM outbox_seq WHERE id = 1").get()?.last ?? 0;
-  return readStats(rows, oldestTs, last);
+/**
+ * The outbox's numbers from prepared statements; the daemon keeps one reader, and `pos-agent status`
+ * makes one on a read-only connection beside the running daemon.
+ */
+export function createStatsReader(db: Database): () => OutboxStats {
+  const totals = db.prepare<[], { stream: Stream } & StreamStats>(
+    "SELECT stream, records, bytes, dropped FROM outbox_stats",
+  );
+  const oldest = STREAMS.map((stream) =>
+    db.prepare<[], { seq: number; ts: number }>(`SELECT seq, ts FROM outbox_${stream} ORDER BY seq LIMIT 1`),
+  );
+  const last = db.prepare<[], { last: number }>("SELECT last FROM outbox_seq WHERE id = 1");
+  return () => {
+    let first: { seq: number; ts: number } | undefined;
+    for (const statement of oldest) {
+      const row = statement.get();
+      if (row !== undefined && (first === undefined || row.seq < first.seq)) first = row;
+    }
+    return readStats(totals.all(), first?.ts, last.get()?.last ?? 0);
+  };
 }
