@@ -1,30 +1,21 @@
 import type { Config } from "./config/schema.js";
 import type { IntakeServer } from "./intake/server.js";
+import { createAgentMetricsSource } from "./metrics/agent-metrics.js";
 import {
   createEventLoopSource,
   createHeartbeat,
   createProcessSource,
   type MetricSource,
-  type Metrics,
 } from "./metrics/heartbeat.js";
 import type { Clock } from "./shared/clock.js";
+import type { AgentEvent } from "./shared/events.js";
 import type { Logger } from "./shared/logger.js";
 import type { MetaStore } from "./store/meta.js";
-import type { Outbox, Stream } from "./store/outbox.js";
+import type { Outbox } from "./store/outbox.js";
 import type { MqttSession } from "./transport/mqtt-session.js";
 import { createPresence } from "./transport/presence.js";
 import { createPublisher } from "./transport/publisher.js";
 import type { Topics } from "./transport/topics.js";
-
-export type Severity = "critical" | "high" | "medium" | "low" | "info";
-
-export interface AgentEvent {
-  type: string;
-  severity: Severity;
-  source?: string;
-  message?: string;
-  details?: Record<string, unknown>;
-}
 
 export interface AgentDeps {
   config: Config;
@@ -34,6 +25,8 @@ export interface AgentDeps {
   session: MqttSession;
   topics: Topics;
   intake: IntakeServer | undefined;
+  /** Records an `agent.outbox.dropped` event when the drop counters rose; true if it did. */
+  reportDrops: () => boolean;
   /** Host health and other capabilities' metrics; the agent adds its own. */
   metricSources: readonly MetricSource[];
   /** Events to record at start (e.g. a quarantined database). */
@@ -90,71 +83,34 @@ export function createAgent(deps: AgentDeps) {
   }
 
   const eventLoop = createEventLoopSource();
-  const agentSource: MetricSource = {
-    name: "agent",
-    sample() {
-      const stats = outbox.stats();
-      const latency = publisher.takeLatency();
-      const metrics: Metrics = {
-        "agent.outbox.records": stats.records,
-        "agent.outbox.bytes": stats.bytes,
-        "agent.outbox.oldestAgeSec":
-          stats.oldestTs === undefined ? 0 : Math.max(0, (clock.now() - stats.oldestTs) / 1000),
-        "agent.outbox.dropped.telemetry": stats.streams.telemetry.dropped,
-        "agent.outbox.dropped.events": stats.streams.events.dropped,
-        "agent.outbox.dropped.logs": stats.streams.logs.dropped,
-        "agent.mqtt.connected": session.connection === undefined ? 0 : 1,
-        "agent.mqtt.reconnects": session.reconnects,
-        "agent.mqtt.inflight": publisher.stats().inflight,
-      };
-      if (latency.count > 0) {
-        metrics["agent.mqtt.publishLatencyAvgMs"] = Math.round(latency.avgMs * 10) / 10;
-        metrics["agent.mqtt.publishLatencyMaxMs"] = Math.round(latency.maxMs * 10) / 10;
-      }
-      return metrics;
-    },
-  };
-
-  /** One `agent.outbox.dropped` event per increase of the counters, remembered across restarts. */
-  function reportDrops(): void {
-    const stats = outbox.stats();
-    const reported = meta.getJson<Record<Stream, number>>("dropsReported") ?? {
-      telemetry: 0,
-      events: 0,
-      logs: 0,
-    };
-    const delta: Record<Stream, number> = {
-      telemetry: stats.streams.telemetry.dropped - reported.telemetry,
-      events: stats.streams.events.dropped - reported.events,
-      logs: stats.streams.logs.dropped - reported.logs,
-    };
-    if (delta.telemetry + delta.events + delta.logs <= 0) return;
-    const totals = {
-      telemetry: stats.streams.telemetry.dropped,
-      events: stats.streams.events.dropped,
-      logs: stats.streams.logs.dropped,
-    };
-    meta.setJson("dropsReported", totals);
-    recordEvent({
-      type: "agent.outbox.dropped",
-      severity: delta.events > 0 ? "high" : "medium",
-      source: "agent",
-      message: `outbox quota reached: dropped ${delta.telemetry} telemetry, ${delta.logs} log and ${delta.events} event records`,
-      details: { dropped: delta, totals, maxBytes: config.outbox.maxBytes },
-    });
-  }
-
   const heartbeat = createHeartbeat({
     intervalMs: config.telemetry.intervalSec * 1000,
-    sources: [agentSource, createProcessSource(), eventLoop, ...deps.metricSources],
+    sources: [
+      createAgentMetricsSource({
+        outboxStats: outbox.stats,
+        connected: () => session.connection !== undefined,
+        reconnects: () => session.reconnects,
+        inflight: () => publisher.inflight,
+        takeLatency: publisher.takeLatency,
+        now: clock.now,
+      }),
+      createProcessSource(),
+      eventLoop,
+      ...deps.metricSources,
+    ],
     record(ts, metrics) {
-      reportDrops();
+      try {
+        deps.reportDrops();
+      } catch (error) {
+        log.error({ err: error }, "could not record the drop report; it follows with the next heartbeat");
+      }
       outbox.append([{ stream: "telemetry", ts, body: { metrics } }]);
     },
     clock,
     log: log.child({ component: "heartbeat" }),
   });
 
+  // What `pos-agent status` shows about the link, noted as it changes.
   session.subscribe({
     up(connection) {
       meta.setJson("connection", {
@@ -179,7 +135,6 @@ export function createAgent(deps: AgentDeps) {
   let stopped: Promise<void> | undefined;
 
   return {
-    publisher,
     presence,
     recordEvent,
 
@@ -201,11 +156,13 @@ export function createAgent(deps: AgentDeps) {
         await heartbeat.stop();
         eventLoop.stop();
         const drained = await publisher.drain(STOP_DRAIN_MS);
-        if (!drained)
+        if (!drained) {
           log.warn(
             { records: outbox.stats().records },
             "stopping with records still in the outbox; they are sent after restart",
           );
+        }
+        publisher.pause();
         const said = await presence.offline(STOP_OFFLINE_MS);
         if (!said) log.warn({}, "could not publish offline state; the Will will say lost");
         await session.stop();

@@ -1,23 +1,24 @@
 import { join } from "node:path";
 import { pino } from "pino";
-import { type AgentEvent, createAgent } from "./agent.js";
+import { createAgent } from "./agent.js";
 import type { Config } from "./config/schema.js";
 import { createIntakeServer } from "./intake/server.js";
 import { createBackoff } from "./shared/backoff.js";
 import { systemClock } from "./shared/clock.js";
+import type { AgentEvent } from "./shared/events.js";
 import type { Logger } from "./shared/logger.js";
 import { readAgentVersion } from "./shared/version.js";
 import { createCountersFile } from "./store/counters-file.js";
-import { COUNTERS_FILE, openDatabase } from "./store/database.js";
+import { COUNTERS_FILE, openDatabase, walLimitFor } from "./store/database.js";
+import { createDropReport } from "./store/drop-report.js";
+import { acquireDataDirLock } from "./store/lock.js";
 import { createMetaStore } from "./store/meta.js";
 import { createOutbox } from "./store/outbox.js";
-import { nextSessionId } from "./store/session-counter.js";
+import { createSessionIds } from "./store/session-counter.js";
+import { maxRecordBytes } from "./transport/batch.js";
 import { createMqttSession } from "./transport/mqtt-session.js";
 import { willPayload } from "./transport/presence.js";
 import { createTopics } from "./transport/topics.js";
-
-/** Room in one MQTT message for the batch header around a single record. */
-const BATCH_HEADER_RESERVE = 512;
 
 /**
  * The composition root: the only place that builds real adapters (SQLite file, MQTT client, HTTP
@@ -33,13 +34,12 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
   const clock = systemClock;
   const agentVersion = readAgentVersion();
 
-  // The WAL is checkpointed at 5 % of the quota (4 MiB at most) so the quota holds for the file on disk.
-  const walLimitBytes = Math.min(4 * 1024 * 1024, Math.floor(config.outbox.maxBytes / 20));
+  const lock = acquireDataDirLock(config.dataDir);
   const opened = openDatabase({
     dataDir: config.dataDir,
     log: log.child({ component: "store" }),
     now: clock.now,
-    walLimitBytes,
+    walLimitBytes: walLimitFor(config.outbox.maxBytes),
   });
   const counters = createCountersFile(join(config.dataDir, COUNTERS_FILE));
   const meta = createMetaStore(opened.db);
@@ -47,7 +47,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
     db: opened.db,
     counters,
     maxBytes: config.outbox.maxBytes,
-    maxRecordBytes: config.outbox.maxMessageBytes - BATCH_HEADER_RESERVE,
+    maxRecordBytes: maxRecordBytes(config.outbox.maxMessageBytes),
   });
 
   const startupEvents: AgentEvent[] = [];
@@ -73,7 +73,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
     tls: config.mqtt.tls,
     username: config.mqtt.username,
     passwordFile: config.mqtt.passwordFile,
-    nextSessionId: () => nextSessionId(counters, meta),
+    nextSessionId: createSessionIds(counters, meta, log.child({ component: "store" })),
     will: (sessionId) => ({ topic: topics.state, payload: willPayload(sessionId, clock.now()) }),
     backoff: createBackoff({
       initialMs: config.mqtt.reconnect.minSec * 1000,
@@ -91,6 +91,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
       : createIntakeServer({
           host: config.intake.host,
           port: config.intake.port,
+          maxItemBytes: maxRecordBytes(config.outbox.maxMessageBytes),
           outbox,
           now: clock.now,
           health: () => ({ connected: session.connection !== undefined, outbox: outbox.stats() }),
@@ -105,6 +106,13 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
     session,
     topics,
     intake,
+    reportDrops: createDropReport({
+      db: opened.db,
+      outbox,
+      meta,
+      maxBytes: config.outbox.maxBytes,
+      now: clock.now,
+    }),
     metricSources: [],
     startupEvents,
     clock,
@@ -117,6 +125,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
   } catch (error) {
     await agent.stop();
     opened.db.close();
+    lock.release();
     throw error;
   }
 
@@ -127,6 +136,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
       await agent.stop();
       meta.setJson("daemon", { pid: null, stoppedAt: clock.now(), agentVersion });
       opened.db.close();
+      lock.release();
     },
   };
 }

@@ -3,7 +3,7 @@ import { runAgent } from "../main.js";
 import { readAgentVersion } from "../shared/version.js";
 import { formatStatus, readStatus } from "./agent-status.js";
 import { parse, runMain, UsageError } from "./args.js";
-import { loadConfigOrThrow } from "./load-config-or-exit.js";
+import { loadConfigOrThrow } from "./load-config-or-throw.js";
 
 const HELP = `pos-agent: on-device diagnostics and remote-update agent for POS terminals
 

@@ -37,7 +37,17 @@ export const BrokerUrl = z
   .string()
   .regex(BROKER_SCHEME, "must start with mqtt://, mqtts://, tcp://, ssl://, ws:// or wss://")
   // Only judged once the scheme is right, so one bad URL yields one message.
-  .refine((value) => !BROKER_SCHEME.test(value) || isParsableUrl(value), "is not a valid URL with a host");
+  .refine((value) => !BROKER_SCHEME.test(value) || isParsableUrl(value), "is not a valid URL with a host")
+  // Credentials in a URL end up in logs and in `pos-agent status`; they belong in username/passwordFile.
+  .refine(
+    (value) => !isParsableUrl(value) || (new URL(value).username === "" && new URL(value).password === ""),
+    "must not carry a user name or password; use mqtt.username and mqtt.passwordFile",
+  );
+
+/** Schemes whose connection is encrypted. */
+export function isTlsUrl(value: string): boolean {
+  return /^(mqtts|ssl|wss):\/\//.test(value);
+}
 
 export function isLoopbackHost(host: string): boolean {
   if (host === "localhost" || host === "::1") return true;

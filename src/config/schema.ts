@@ -4,6 +4,7 @@ import {
   BrokerUrl,
   FilePath,
   fieldsValid,
+  isTlsUrl,
   LoopbackHost,
   MaintenanceWindow,
   Name,
@@ -98,6 +99,21 @@ const Mqtt = z
       .max(4294967295)
       .default(0)
       .describe("Agent-internal: MQTT 5 Session Expiry Interval; 0 means use willDelaySec."),
+  })
+  .superRefine((mqtt, ctx) => {
+    // TLS files or credentials with a plain-text URL would send the password in clear, or silently
+    // skip the certificate checks the operator asked for.
+    const secured = mqtt.tls !== undefined || mqtt.username !== undefined || mqtt.passwordFile !== undefined;
+    if (!secured) return;
+    mqtt.urls.forEach((url, index) => {
+      if (!isTlsUrl(url)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["urls", index],
+          message: "must be mqtts://, ssl:// or wss:// when tls, username or passwordFile is set",
+        });
+      }
+    });
   })
   .describe("Connection to the MQTT broker.");
 

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { SEVERITIES } from "../shared/events.js";
 
 /** Items of the local intake API (CONTRACT 11). Unknown fields are refused so typos are not lost silently. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -17,7 +18,7 @@ export type LogItem = z.infer<typeof LogItem>;
 
 export const EventItem = z.strictObject({
   type: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, "must be 1-128 characters of A-Z a-z 0-9 . _ -"),
-  severity: z.enum(["critical", "high", "medium", "low", "info"]),
+  severity: z.enum(SEVERITIES),
   source: name.optional(),
   message: z.string().max(4096).optional(),
   details: z.record(z.string(), z.unknown()).optional(),
@@ -29,10 +30,17 @@ export type EventItem = z.infer<typeof EventItem>;
 export function validateItems<T>(
   schema: z.ZodType<T>,
   items: readonly unknown[],
+  maxItemBytes: number,
 ): { ok: true; value: T[] } | { ok: false; errors: string[] } {
   const value: T[] = [];
   const errors: string[] = [];
   items.forEach((item, index) => {
+    // An item that could not travel in one MQTT message is refused here, with its index, not later.
+    const size = Buffer.byteLength(JSON.stringify(item) ?? "");
+    if (size > maxItemBytes) {
+      errors.push(`[${index}]: is ${size} bytes of JSON; at most ${maxItemBytes}`);
+      return;
+    }
     const parsed = schema.safeParse(item);
     if (parsed.success) {
       value.push(parsed.data);

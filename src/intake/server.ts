@@ -8,6 +8,8 @@ import { EventItem, LogItem, MAX_BODY_BYTES, MAX_ITEMS, validateItems } from "./
 export interface IntakeOptions {
   host: string;
   port: number;
+  /** JSON size of one item at most (what one MQTT message can carry). */
+  maxItemBytes: number;
   outbox: Pick<Outbox, "append">;
   health: () => { connected: boolean; outbox: OutboxStats };
   now: () => number;
@@ -15,6 +17,8 @@ export interface IntakeOptions {
   prepareLine?: (source: string, line: string) => string;
   log: Logger;
 }
+
+const STOP_GRACE_MS = 2000;
 
 class HttpError extends Error {
   constructor(
@@ -81,7 +85,7 @@ export function createIntakeServer(options: IntakeOptions) {
   }
 
   function logRecords(items: unknown[]): RecordInput[] {
-    const parsed = validateItems(LogItem, items);
+    const parsed = validateItems(LogItem, items, options.maxItemBytes);
     if (!parsed.ok) throw new HttpError(400, "BAD_REQUEST", parsed.errors);
     const now = options.now();
     return parsed.value.map((item) => ({
@@ -96,7 +100,7 @@ export function createIntakeServer(options: IntakeOptions) {
   }
 
   function eventRecords(items: unknown[]): RecordInput[] {
-    const parsed = validateItems(EventItem, items);
+    const parsed = validateItems(EventItem, items, options.maxItemBytes);
     if (!parsed.ok) throw new HttpError(400, "BAD_REQUEST", parsed.errors);
     const now = options.now();
     return parsed.value.map(({ ts, ...body }) => ({ stream: "events", ts: ts ?? now, body }));
@@ -121,6 +125,8 @@ export function createIntakeServer(options: IntakeOptions) {
       return new Promise((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
+        // A client holding a request open must not hold up the clean stop past the service manager's patience.
+        setTimeout(() => server.closeAllConnections(), STOP_GRACE_MS).unref();
       });
     },
   };

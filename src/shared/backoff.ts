@@ -23,9 +23,6 @@ export function createBackoff(options: BackoffOptions) {
     reset(): void {
       attempt = 0;
     },
-    get attempts(): number {
-      return attempt;
-    },
   };
 }
 export type Backoff = ReturnType<typeof createBackoff>;

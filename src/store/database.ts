@@ -9,6 +9,14 @@ import { migrate } from "./migrations.js";
 export const DATABASE_FILE = "agent.db";
 export const COUNTERS_FILE = "agent.counters.json";
 
+/**
+ * The WAL is checkpointed at 5 % of the outbox quota (4 MiB at most), so the quota holds for the
+ * files on disk and not only for the database.
+ */
+export function walLimitFor(maxBytes: number): number {
+  return Math.min(4 * 1024 * 1024, Math.floor(maxBytes / 20));
+}
+
 export interface Quarantine {
   /** Where the unreadable file was moved. */
   movedTo: string;
@@ -45,6 +53,10 @@ export function openDatabase(options: OpenDatabaseOptions): OpenedDatabase {
   try {
     db = openChecked(file, options.walLimitBytes);
   } catch (error) {
+    // Only a damaged file is moved aside. A full disk, a permission or I/O error says nothing about
+    // the data in it: that is a failed start (exit 1, the service manager retries), not a reason to
+    // abandon a backlog of acknowledged records.
+    if (!isCorruption(error)) throw error;
     const reason = errorMessage(error);
     const movedTo = `${file}.corrupt-${options.now()}`;
     options.log.error({ err: error, file, movedTo }, "database failed its integrity check; quarantining it");
@@ -74,12 +86,21 @@ function openChecked(file: string, walLimitBytes: number): Database {
     db.pragma(`wal_autocheckpoint = ${pages}`);
     db.pragma(`journal_size_limit = ${walLimitBytes}`);
     const check = db.pragma("quick_check", { simple: true });
-    if (check !== "ok") throw new Error(`quick_check: ${String(check)}`);
+    if (check !== "ok") throw new CorruptDatabaseError(`quick_check: ${String(check)}`);
     return db;
   } catch (error) {
     db.close();
     throw error;
   }
+}
+
+class CorruptDatabaseError extends Error {
+  override readonly name = "CorruptDatabaseError";
+}
+
+function isCorruption(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return error instanceof CorruptDatabaseError || code === "SQLITE_CORRUPT" || code === "SQLITE_NOTADB";
 }
 
 /** A read-only view for `pos-agent status` while the daemon holds the writer. */

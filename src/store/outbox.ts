@@ -69,7 +69,7 @@ export interface OutboxOptions {
   db: Database;
   counters: CountersFile;
   maxBytes: number;
-  /** A record larger than this could never be published inside one message. */
+  /** A record whose JSON is larger than this could never be published inside one message. */
   maxRecordBytes: number;
 }
 
@@ -79,6 +79,8 @@ const CALIBRATE_AFTER_BYTES = 256 * 1024;
 const DROP_CHUNK = 256;
 
 export type Outbox = ReturnType<typeof createOutbox>;
+
+class OutboxFull extends Error {}
 
 export function createOutbox(options: OutboxOptions) {
   const { db, counters, maxBytes, maxRecordBytes } = options;
@@ -137,12 +139,15 @@ export function createOutbox(options: OutboxOptions) {
     return Math.max(1, (pages * PAGE_SIZE) / accounted);
   }
 
-  /** Drops oldest records in DROP_ORDER until `needed` more bytes fit; inside the caller's transaction. */
-  function makeRoom(needed: number, dropped: Record<Stream, number>): void {
+  /**
+   * Drops oldest records in DROP_ORDER until `needed` more bytes fit, taking only from streams that
+   * rank no higher than what is being added (telemetry never evicts an event). Inside the caller's
+   * transaction; false if there is no room even so.
+   */
+  function makeRoom(needed: number, rank: number, dropped: Record<Stream, number>): boolean {
     let used = totalBytes.get()?.bytes ?? 0;
-    const ratio = diskRatio(used);
-    const limit = maxBytes / ratio;
-    for (const stream of DROP_ORDER) {
+    const limit = maxBytes / diskRatio(used);
+    for (const stream of DROP_ORDER.slice(0, rank + 1)) {
       while (used + needed > limit) {
         const victims = oldestOf[stream].all(DROP_CHUNK) as Array<{ seq: number; bytes: number }>;
         if (victims.length === 0) break;
@@ -159,13 +164,15 @@ export function createOutbox(options: OutboxOptions) {
         dropped[stream] += count;
       }
     }
+    return used + needed <= limit;
   }
 
   const appendTx = db.transaction(
     (rows: ReadonlyArray<{ stream: Stream; ts: number; json: string; bytes: number }>) => {
       const needed = rows.reduce((sum, row) => sum + row.bytes, 0);
+      const rank = Math.max(...rows.map((row) => DROP_ORDER.indexOf(row.stream)));
       const dropped: Record<Stream, number> = { telemetry: 0, events: 0, logs: 0 };
-      makeRoom(needed, dropped);
+      if (!makeRoom(needed, rank, dropped)) throw new OutboxFull();
       const firstSeq = lastSeq() + 1;
       let seq = firstSeq - 1;
       for (const row of rows) {
@@ -176,6 +183,14 @@ export function createOutbox(options: OutboxOptions) {
       return { firstSeq, lastSeq: seq, dropped };
     },
   );
+
+  /** Records refused for want of room are lost all the same: they count as dropped. */
+  const countRefused = db.transaction((rows: ReadonlyArray<{ stream: Stream }>) => {
+    for (const stream of STREAMS) {
+      const count = rows.filter((row) => row.stream === stream).length;
+      if (count > 0) addDropped.run(count, stream);
+    }
+  });
 
   const removeManyTx = db.transaction(
     (ranges: ReadonlyArray<{ stream: Stream; fromSeq: number; toSeq: number }>) => {
@@ -205,16 +220,17 @@ export function createOutbox(options: OutboxOptions) {
       const rows = records.map((record, index) => {
         const { seq: _seq, ts: _ts, historical: _historical, ...fields } = record.body;
         const json = JSON.stringify(fields);
-        const bytes = rowCost(Buffer.byteLength(json));
-        if (bytes > maxRecordBytes) {
+        const size = Buffer.byteLength(json);
+        if (size > maxRecordBytes) {
           throw new AgentError(
             "TOO_LARGE",
-            `record [${index}] is ${bytes} bytes; the limit is ${maxRecordBytes}`,
+            `record [${index}] is ${size} bytes; the limit is ${maxRecordBytes}`,
             {
               details: { index },
             },
           );
         }
+        const bytes = rowCost(size);
         total += bytes;
         return { stream: record.stream, ts: record.ts, json, bytes };
       });
@@ -229,6 +245,14 @@ export function createOutbox(options: OutboxOptions) {
         reserveSeqs(rows.length);
         result = appendTx(rows);
       } catch (error) {
+        if (error instanceof OutboxFull) {
+          countRefused(rows);
+          throw new AgentError(
+            "DISK_FULL",
+            `the outbox quota of ${maxBytes} bytes is taken by records of higher priority; ${rows.length} records refused`,
+            { retryable: true },
+          );
+        }
         if (isDiskFull(error)) {
           throw new AgentError("DISK_FULL", "the disk is full; records were not stored", {
             retryable: true,
@@ -271,12 +295,7 @@ export function createOutbox(options: OutboxOptions) {
       );
     },
 
-    /** Deletes a published batch; returns how many rows were still there (quota drops may have won). */
-    remove(stream: Stream, fromSeq: number, toSeq: number): number {
-      return deleteRange[stream].run(fromSeq, toSeq).changes;
-    },
-
-    /** Several acknowledged batches in one durable transaction. */
+    /** Deletes acknowledged batches in one durable transaction; returns how many rows were still there. */
     removeMany(ranges: ReadonlyArray<{ stream: Stream; fromSeq: number; toSeq: number }>): number {
       return removeManyTx(ranges);
     },
@@ -303,7 +322,7 @@ function mergeBySeq<T extends { seq: number }>(lists: ReadonlyArray<readonly T[]
   return lists.flat().sort((a, b) => a.seq - b.seq);
 }
 
-export function readStats(
+function readStats(
   rows: ReadonlyArray<{ stream: Stream } & StreamStats>,
   oldestTs: number | undefined,
   lastSeq: number,

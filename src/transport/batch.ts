@@ -8,6 +8,14 @@ export interface Batch {
   payload: string;
 }
 
+/** Room in one message for the batch header and a record's seq, ts and historical flag. */
+const BATCH_HEADER_RESERVE = 512;
+
+/** The largest record body (JSON bytes) that still fits in one message on its own. */
+export function maxRecordBytes(maxMessageBytes: number): number {
+  return maxMessageBytes - BATCH_HEADER_RESERVE;
+}
+
 export interface BatchHeader {
   deviceId: string;
   sessionId: number;

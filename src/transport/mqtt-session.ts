@@ -5,6 +5,9 @@ import type { Backoff } from "../shared/backoff.js";
 import { errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 
+/** A connection that lasted this long was healthy: the next reconnect starts from the shortest wait. */
+const STABLE_CONNECTION_MS = 30_000;
+
 export interface MqttSessionOptions {
   urls: readonly string[];
   protocolVersion: 4 | 5;
@@ -60,8 +63,21 @@ export function createMqttSession(options: MqttSessionOptions) {
   let reconnects = 0;
   let wakeSleep: (() => void) | undefined;
   let loop: Promise<void> | undefined;
+  let forcedGeneration = 0;
   /** Brokers that refused MQTT 5 are spoken to in 3.1.1 from then on. */
   const downgraded = new Set<string>();
+
+  /** A listener that throws (e.g. SQLITE_FULL while noting the connection) must not take mqtt.js down with it. */
+  function notify(event: "up" | "down", connection: Connection, reason = ""): void {
+    for (const listener of listeners) {
+      try {
+        if (event === "up") listener.up(connection);
+        else listener.down(connection, reason);
+      } catch (error) {
+        log.error({ err: error, event }, "connection listener failed");
+      }
+    }
+  }
 
   function clientOptions(sessionId: number, protocolVersion: 4 | 5): IClientOptions {
     const will = options.will(sessionId);
@@ -96,7 +112,9 @@ export function createMqttSession(options: MqttSessionOptions) {
   }
 
   /** Resolves when this client's connection is over (or never came up). */
-  function attempt(url: string): Promise<{ connected: boolean; downgraded?: boolean; reason: string }> {
+  function attempt(
+    url: string,
+  ): Promise<{ connected: boolean; lasted?: number; downgraded?: boolean; reason: string }> {
     const protocolVersion = downgraded.has(url) ? 4 : options.protocolVersion;
     let sessionId: number;
     let opts: IClientOptions;
@@ -126,9 +144,8 @@ export function createMqttSession(options: MqttSessionOptions) {
           connectedAt: options.now(),
         };
         current = connection;
-        options.backoff.reset();
         log.info({ url, sessionId }, "connected");
-        for (const listener of listeners) listener.up(connection);
+        notify("up", connection);
       });
       c.on("error", (error) => {
         lastError = errorMessage(error);
@@ -148,9 +165,14 @@ export function createMqttSession(options: MqttSessionOptions) {
           current = undefined;
           if (stopping) log.info({ url, sessionId }, "disconnected");
           else log.warn({ url, sessionId, reason: lastError }, "disconnected");
-          for (const listener of listeners) listener.down(connection, lastError);
+          notify("down", connection, lastError);
         }
-        resolve({ connected: connection !== undefined, downgraded: downgradedNow, reason: lastError });
+        resolve({
+          connected: connection !== undefined,
+          lasted: connection === undefined ? 0 : options.now() - connection.connectedAt,
+          downgraded: downgradedNow,
+          reason: lastError,
+        });
       });
     });
   }
@@ -162,6 +184,9 @@ export function createMqttSession(options: MqttSessionOptions) {
       if (stopping) break;
       if (outcome.connected) {
         reconnects += 1;
+        // Only a connection that held resets the backoff: a broker that accepts and then drops us at
+        // once (a bad batch, a duplicate client id) must not be hammered at the 1 s floor.
+        if ((outcome.lasted ?? 0) >= STABLE_CONNECTION_MS) options.backoff.reset();
       } else if (outcome.downgraded) {
         log.warn({ url }, "retrying the same broker with MQTT 3.1.1");
       } else {
@@ -183,7 +208,9 @@ export function createMqttSession(options: MqttSessionOptions) {
 
   return {
     start(): void {
-      if (loop === undefined) loop = run();
+      loop ??= run().catch((error: unknown) => {
+        log.error({ err: error }, "connection loop failed; no more reconnects");
+      });
     },
 
     subscribe(listener: SessionListener): () => void {
@@ -216,18 +243,39 @@ export function createMqttSession(options: MqttSessionOptions) {
       return true;
     },
 
-    /** Drops the link (e.g. connected but no PUBACK for too long); the loop reconnects. */
+    /**
+     * Drops the link (connected but no PUBACK for too long, a refused batch); the loop reconnects.
+     * Once per connection: ending it fails every pending publish, and each failure asks again.
+     */
     forceReconnect(reason: string): void {
+      if (stopping || client === undefined || forcedGeneration === generation) return;
+      forcedGeneration = generation;
       log.warn({ reason }, "forcing reconnect");
-      client?.end(true);
+      client.end(true);
     },
 
-    /** Ends the connection with a normal DISCONNECT (no Will) and stops reconnecting. */
-    async stop(): Promise<void> {
+    /**
+     * Ends the connection with a normal DISCONNECT (no Will) and stops reconnecting. mqtt.js's
+     * graceful end first waits for every pending PUBACK, which never come on a dead link; those rows
+     * are still in the outbox, so their publishes are abandoned and only the DISCONNECT is waited for.
+     */
+    async stop(graceMs = 2000): Promise<void> {
       stopping = true;
       wakeSleep?.();
       const c = client;
-      if (c !== undefined) await new Promise<void>((resolve) => c.end(false, {}, () => resolve()));
+      if (c !== undefined) {
+        for (const id of Object.keys(c.outgoing)) c.removeOutgoingMessage(Number(id));
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            c.stream?.destroy();
+            resolve();
+          }, graceMs);
+          c.end(false, {}, () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+      }
       await loop;
     },
   };

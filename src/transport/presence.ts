@@ -13,6 +13,8 @@ export interface BirthFacts {
   extra?: Record<string, unknown>;
 }
 
+const BIRTH_ACK_MS = 30_000;
+
 export function willPayload(sessionId: number, ts: number): string {
   return JSON.stringify({ v: 1, online: false, state: "lost", sessionId, ts });
 }
@@ -51,20 +53,22 @@ export function createPresence(options: {
   }
 
   function birth(connection: Connection): void {
-    const facts = options.facts();
-    const { extra, ...rest } = facts;
-    void publishState(
-      {
-        v: 1,
-        online: true,
-        state: "ready",
-        ts: options.now(),
-        sessionId: connection.sessionId,
-        ...rest,
-        ...extra,
-      },
-      30_000,
-    );
+    const { extra, ...facts } = options.facts();
+    const payload = {
+      ...extra,
+      v: 1,
+      online: true,
+      state: "ready",
+      ts: options.now(),
+      sessionId: connection.sessionId,
+      ...facts,
+    };
+    void publishState(payload, BIRTH_ACK_MS).then((acknowledged) => {
+      // Without its birth the retained state would keep saying `lost` for this whole connection.
+      if (!acknowledged && session.connection?.generation === connection.generation) {
+        session.forceReconnect("birth not acknowledged");
+      }
+    });
   }
 
   session.subscribe({ up: birth, down: () => {} });

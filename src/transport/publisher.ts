@@ -19,16 +19,18 @@ export interface PublisherOptions {
   log: Logger;
 }
 
-export interface PublisherStats {
-  inflight: number;
-  publishedRecords: number;
-  publishedMessages: number;
-  /** PUBACK latency since the last call to takeLatency(). */
-  latency: { count: number; avgMs: number; maxMs: number };
+export interface PublishLatency {
+  count: number;
+  avgMs: number;
+  maxMs: number;
 }
 
-/** PUBACK reasons that will not change on a retry: such a batch is dropped and counted, not resent forever. */
-const PERMANENT_REFUSALS = new Set([0x87, 0x90, 0x95, 0x99]);
+/**
+ * PUBACK reasons that will not change on a retry: topic name invalid, packet too large, payload format
+ * invalid. Such a batch is dropped and counted, not resent forever. Not 0x87 (not authorised): that is
+ * a broker ACL being deployed wrong, and deleting the fleet's backlog for it would be worse than waiting.
+ */
+const PERMANENT_REFUSALS = new Set([0x90, 0x95, 0x99]);
 const PAGE_ROWS = 2000;
 const PAGE_BYTES = 256 * 1024;
 /**
@@ -58,8 +60,8 @@ export function createPublisher(options: PublisherOptions) {
   let pumpScheduled = false;
   let removalScheduled = false;
   let watchdog: NodeJS.Timeout | undefined;
-  let publishedRecords = 0;
-  let publishedMessages = 0;
+  let paused = false;
+  let stopped = false;
   let latency = { count: 0, sumMs: 0, maxMs: 0 };
 
   const topicOf: Record<Stream, string> = {
@@ -76,7 +78,7 @@ export function createPublisher(options: PublisherOptions) {
   }
 
   function schedulePump(): void {
-    if (pumpScheduled || connection === undefined) return;
+    if (pumpScheduled || paused || connection === undefined) return;
     pumpScheduled = true;
     setImmediate(pump);
   }
@@ -93,14 +95,35 @@ export function createPublisher(options: PublisherOptions) {
       payloadLimit(conn, "events"),
       payloadLimit(conn, "logs"),
     );
-    queue = buildBatches(rows, header, limit, historicalUpTo);
-    return queue.length > 0;
+    queue = [];
+    for (const batch of buildBatches(rows, header, limit, historicalUpTo)) {
+      if (batch.count > 1 || Buffer.byteLength(batch.payload) <= limit) {
+        queue.push(batch);
+        continue;
+      }
+      // A single record larger than the broker accepts (its Maximum Packet Size is below ours): the
+      // broker would drop the connection for it every time, and nothing behind it would move.
+      log.error(
+        { stream: batch.stream, seq: batch.fromSeq, bytes: batch.payload.length, limit },
+        "record larger than the broker accepts; dropping it",
+      );
+      discard(batch);
+    }
+    return queue.length > 0 || fillQueue(conn);
+  }
+
+  function discard(batch: Batch): void {
+    try {
+      outbox.discard(batch.stream, batch.fromSeq, batch.toSeq);
+    } catch (error) {
+      log.error({ err: error }, "could not drop a refused batch; it will be sent again");
+    }
   }
 
   function pump(): void {
     pumpScheduled = false;
     const conn = connection;
-    if (conn === undefined) return;
+    if (conn === undefined || paused) return;
     const window = Math.min(options.maxInflight, conn.receiveMaximum ?? Number.POSITIVE_INFINITY);
     try {
       while (inflight.size < window && inflightBytes < MAX_INFLIGHT_BYTES) {
@@ -131,8 +154,6 @@ export function createPublisher(options: PublisherOptions) {
       latency.count += 1;
       latency.sumMs += ms;
       latency.maxMs = Math.max(latency.maxMs, ms);
-      publishedRecords += batch.count;
-      publishedMessages += 1;
     }
     if (connection?.generation !== generation) return;
     if (inflight.delete(batch.fromSeq)) inflightBytes -= batch.payload.length;
@@ -160,7 +181,7 @@ export function createPublisher(options: PublisherOptions) {
 
   function flushRemovals(): void {
     removalScheduled = false;
-    if (removals.length === 0) return;
+    if (removals.length === 0 || stopped) return;
     const ranges = removals;
     removals = [];
     try {
@@ -208,20 +229,12 @@ export function createPublisher(options: PublisherOptions) {
       watchdog.unref();
     },
 
-    stats(): PublisherStats {
-      return {
-        inflight: inflight.size,
-        publishedRecords,
-        publishedMessages,
-        latency: {
-          count: latency.count,
-          avgMs: latency.count === 0 ? 0 : latency.sumMs / latency.count,
-          maxMs: latency.maxMs,
-        },
-      };
+    get inflight(): number {
+      return inflight.size;
     },
 
-    takeLatency(): PublisherStats["latency"] {
+    /** PUBACK latency since the previous call. */
+    takeLatency(): PublishLatency {
       const taken = {
         count: latency.count,
         avgMs: latency.count === 0 ? 0 : latency.sumMs / latency.count,
@@ -243,11 +256,19 @@ export function createPublisher(options: PublisherOptions) {
       return false;
     },
 
+    /** Sends nothing more (the clean stop's `offline` goes alone); acknowledgements still delete rows. */
+    pause(): void {
+      paused = true;
+    },
+
+    /** Final: deletes what was acknowledged and lets go of the outbox, which may be closed after this. */
     stop(): void {
       if (watchdog !== undefined) clearInterval(watchdog);
       unsubscribeOutbox();
       unsubscribeSession();
+      paused = true;
       flushRemovals();
+      stopped = true;
     },
   };
 }

@@ -109,4 +109,23 @@ describe("pos-agent CLI", () => {
     expect(after.daemon.running).toBe(false);
     expect(after.connection.connected).toBe(false);
   });
+
+  it("refuses to run a second agent on the same data directory", async () => {
+    const broker = await startMosquitto({ dir: join(dir, "broker-lock") });
+    cleanups.push(() => broker.kill());
+    const config = await writeAgentConfig({ dir: join(dir, "locked"), brokerUrl: broker.url });
+    const agent = await startAgent(config);
+    cleanups.push(() => agent.kill("SIGKILL"));
+    const second = await cli(AGENT, ["run", "--config", config.path]);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain(
+      `another pos-agent (pid ${agent.pid}) is running with data directory ${config.dataDir}`,
+    );
+
+    // A lock left by a killed agent does not block the next start.
+    await agent.kill("SIGKILL");
+    const next = await startAgent(config);
+    cleanups.push(() => next.kill("SIGKILL"));
+    await next.waitForLog((line) => line.msg === "connected");
+  });
 });

@@ -34,6 +34,7 @@ async function startIntake(options: IntakeOptions = {}) {
   const server = createIntakeServer({
     host: "127.0.0.1",
     port: 0,
+    maxItemBytes: options.maxRecordBytes ?? 256 * 1024,
     outbox,
     health: () => ({ connected, outbox: outbox.stats() }),
     now: () => NOW,
@@ -296,14 +297,14 @@ describe("intake refusals", () => {
     expect(intake.snapshot().records).toBe(10_000);
   });
 
-  it("answers 413 and stores none of the batch when one record is over the outbox's record limit", async () => {
+  it("answers 400 naming the item and stores none of the batch when one item is too large for a message", async () => {
     const maxRecordBytes = 2_048;
     const intake = await startIntake({ maxRecordBytes });
     const answer = await intake.post("/v1/logs", [log("small"), log("x".repeat(maxRecordBytes))]);
-    expect(answer.status).toBe(413);
-    expect(answer.body.code).toBe("TOO_LARGE");
+    expect(answer.status).toBe(400);
+    expect(answer.body.code).toBe("BAD_REQUEST");
     expect(answer.body.errors).toEqual([
-      expect.stringMatching(/^record \[1\] is \d+ bytes; the limit is 2048$/),
+      expect.stringMatching(/^\[1\]: is \d+ bytes of JSON; at most 2048$/),
     ]);
     expect(intake.snapshot()).toMatchObject({ records: 0, lastSeq: 0 });
   });

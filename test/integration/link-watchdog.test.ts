@@ -69,4 +69,29 @@ describe("link failures", () => {
       "the stuck record",
     );
   });
+
+  it("stops cleanly on SIGTERM while the link is stalled with publishes unacknowledged", async () => {
+    const broker = await startMosquitto({ dir: join(dir, "broker-c") });
+    cleanups.push(() => broker.kill());
+    const link = await startTcpProxy({ targetPort: broker.port });
+    cleanups.push(() => link.close());
+    const config = await writeAgentConfig({
+      dir: join(dir, "stalled-stop"),
+      brokerUrl: `mqtt://127.0.0.1:${link.port}`,
+      mqtt: { ackTimeoutSec: 60, keepaliveSec: 60 },
+    });
+    const agent = await startAgent(config);
+    cleanups.push(() => agent.kill("SIGKILL"));
+    await agent.waitForLog((line) => line.msg === "connected");
+    link.stall();
+    await postIntake(config.intakePort, "/v1/logs", [{ source: "app", level: "info", line: "pending" }]);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    const started = Date.now();
+    const exit = await agent.kill("SIGTERM");
+    // Drain (3 s) and the offline message (2 s) give up, then the disconnect is not waited for forever.
+    expect(exit.code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(agent.logs.some((line) => line.msg === "stopped")).toBe(true);
+  });
 });

@@ -3,13 +3,13 @@ import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { silentLogger } from "../../src/shared/logger.js";
 import { createCountersFile } from "../../src/store/counters-file.js";
-import { COUNTERS_FILE, DATABASE_FILE, openDatabase } from "../../src/store/database.js";
+import { COUNTERS_FILE, DATABASE_FILE, openDatabase, walLimitFor } from "../../src/store/database.js";
 import { createOutbox, type RecordInput, rowCost, STREAMS, type Stream } from "../../src/store/outbox.js";
 import { makeTmpDir } from "../helpers/tmp-dir.js";
 
 const MAX_BYTES = 4 * 1024 * 1024;
 /** As src/main.ts derives it from the quota. */
-const WAL_LIMIT_BYTES = Math.min(4 * 1024 * 1024, Math.floor(MAX_BYTES / 20));
+const WAL_LIMIT_BYTES = walLimitFor(MAX_BYTES);
 const BATCH = 100;
 const ALL = Number.MAX_SAFE_INTEGER;
 

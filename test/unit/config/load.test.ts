@@ -164,7 +164,7 @@ describe("loadConfig", () => {
         ...minimal,
         dataDir: "../var",
         mqtt: {
-          ...minimal.mqtt,
+          urls: ["mqtts://broker.example:8883"],
           tls: { ca: "tls/ca.pem", cert: "/abs/cert.pem", key: "tls/key.pem" },
           passwordFile: "pw",
         },

@@ -100,6 +100,22 @@ describe("Config schema", () => {
     expect(problems[0]?.message).toMatch(/mqtt:\/\//);
   });
 
+  it("refuses credentials inside a broker URL", () => {
+    expect(problemsOf({ ...minimal, mqtt: { urls: ["mqtts://dev:secret@broker:8883"] } })).toEqual([
+      { path: "mqtt.urls[0]", message: expect.stringMatching(/mqtt.passwordFile/) },
+    ]);
+  });
+
+  it("refuses a plain-text broker URL when TLS files or credentials are configured", () => {
+    const problems = problemsOf({
+      ...minimal,
+      mqtt: { urls: ["mqtts://a:8883", "mqtt://b:1883", "ws://c/mqtt"], username: "dev", passwordFile: "pw" },
+    });
+    expect(problems.map((p) => p.path)).toEqual(["mqtt.urls[1]", "mqtt.urls[2]"]);
+    expect(problems[0]?.message).toMatch(/mqtts:\/\//);
+    expect(parseConfig({ ...minimal, mqtt: { urls: ["mqtt://b:1883"] } }).ok).toBe(true);
+  });
+
   it("refuses an intake host that is not a loopback address", () => {
     for (const host of ["127.0.0.1", "127.1.2.3", "::1", "localhost"]) {
       expect(parseConfig({ ...minimal, intake: { host } }).ok).toBe(true);

@@ -5,7 +5,7 @@ import { silentLogger } from "../../../src/shared/logger.js";
 import { createCountersFile } from "../../../src/store/counters-file.js";
 import { COUNTERS_FILE, openDatabase } from "../../../src/store/database.js";
 import { createMetaStore } from "../../../src/store/meta.js";
-import { nextSessionId } from "../../../src/store/session-counter.js";
+import { createSessionIds } from "../../../src/store/session-counter.js";
 import { makeTmpDir } from "../../helpers/tmp-dir.js";
 
 function openMeta(dir: string) {
@@ -55,52 +55,60 @@ describe("createCountersFile", () => {
   });
 });
 
-describe("nextSessionId", () => {
-  it("grows by one on each call and persists in both the file and the database", () => {
+describe("createSessionIds", () => {
+  it("grows by one on each call and reserves a block in both the file and the database", () => {
     const dir = makeTmpDir("session");
     const counters = createCountersFile(join(dir, COUNTERS_FILE));
     counters.write({ sessionId: 0, seqReserve: 555 });
     const { meta } = openMeta(dir);
-    expect([
-      nextSessionId(counters, meta),
-      nextSessionId(counters, meta),
-      nextSessionId(counters, meta),
-    ]).toEqual([1, 2, 3]);
-    expect(counters.read()).toEqual({ sessionId: 3, seqReserve: 555 });
-    expect(meta.get("sessionId")).toBe("3");
+    const next = createSessionIds(counters, meta, silentLogger);
+    expect([next(), next(), next()]).toEqual([1, 2, 3]);
+    expect(counters.read()).toEqual({ sessionId: 100, seqReserve: 555 });
+    expect(meta.get("sessionId")).toBe("100");
   });
 
-  it("continues from the stored value when the database is closed and reopened", () => {
+  it("starts above the reservation after a restart, never reusing an id", () => {
     const dir = makeTmpDir("session");
     const counters = createCountersFile(join(dir, COUNTERS_FILE));
     const first = openMeta(dir);
-    nextSessionId(counters, first.meta);
-    nextSessionId(counters, first.meta);
+    const firstRun = createSessionIds(counters, first.meta, silentLogger);
+    firstRun();
+    firstRun();
     first.db.close();
 
     const second = openMeta(dir);
-    expect(nextSessionId(createCountersFile(join(dir, COUNTERS_FILE)), second.meta)).toBe(3);
+    expect(createSessionIds(createCountersFile(join(dir, COUNTERS_FILE)), second.meta, silentLogger)()).toBe(
+      101,
+    );
+  });
+
+  it("reserves the next block only when the current one is used up", () => {
+    const dir = makeTmpDir("session");
+    const counters = createCountersFile(join(dir, COUNTERS_FILE));
+    const { meta } = openMeta(dir);
+    const next = createSessionIds(counters, meta, silentLogger);
+    for (let i = 0; i < 100; i++) next();
+    expect(counters.read().sessionId).toBe(100);
+    expect(next()).toBe(101);
+    expect(counters.read().sessionId).toBe(200);
   });
 
   it("still grows when the counters file was deleted", () => {
     const dir = makeTmpDir("session");
     const path = join(dir, COUNTERS_FILE);
-    const counters = createCountersFile(path);
     const { meta } = openMeta(dir);
-    for (let i = 0; i < 5; i++) nextSessionId(counters, meta);
+    createSessionIds(createCountersFile(path), meta, silentLogger)();
     rmSync(path);
-    expect(nextSessionId(counters, meta)).toBe(6);
-    expect(counters.read().sessionId).toBe(6);
+    expect(createSessionIds(createCountersFile(path), meta, silentLogger)()).toBe(101);
   });
 
   it("still grows when the database row was deleted", () => {
     const dir = makeTmpDir("session");
     const counters = createCountersFile(join(dir, COUNTERS_FILE));
     const { db, meta } = openMeta(dir);
-    for (let i = 0; i < 5; i++) nextSessionId(counters, meta);
+    createSessionIds(counters, meta, silentLogger)();
     expect(db.prepare("DELETE FROM meta WHERE key = 'sessionId'").run().changes).toBe(1);
-    expect(nextSessionId(counters, meta)).toBe(6);
-    expect(meta.get("sessionId")).toBe("6");
+    expect(createSessionIds(counters, meta, silentLogger)()).toBe(101);
   });
 
   it("takes the larger of the two when they disagree", () => {
@@ -109,10 +117,23 @@ describe("nextSessionId", () => {
     const { meta } = openMeta(dir);
     counters.write({ sessionId: 10, seqReserve: 0 });
     meta.set("sessionId", "4");
-    expect(nextSessionId(counters, meta)).toBe(11);
-    meta.set("sessionId", "20");
-    expect(nextSessionId(counters, meta)).toBe(21);
+    expect(createSessionIds(counters, meta, silentLogger)()).toBe(11);
+    meta.set("sessionId", "2000");
+    expect(createSessionIds(counters, meta, silentLogger)()).toBe(2001);
     meta.set("sessionId", "not a number");
-    expect(nextSessionId(counters, meta)).toBe(22);
+    expect(createSessionIds(counters, meta, silentLogger)()).toBe(2101);
+  });
+
+  it("keeps handing out growing ids when the reservation cannot be written", () => {
+    const dir = makeTmpDir("session");
+    const { meta } = openMeta(dir);
+    const failing = {
+      read: () => ({ sessionId: 7, seqReserve: 0 }),
+      write: () => {
+        throw Object.assign(new Error("no space"), { code: "ENOSPC" });
+      },
+    };
+    const next = createSessionIds(failing, meta, silentLogger);
+    expect([next(), next()]).toEqual([8, 9]);
   });
 });

@@ -1,6 +1,7 @@
 import {
   closeSync,
   existsSync,
+  mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
@@ -136,6 +137,15 @@ describe("openDatabase", () => {
     expect(outbox.stats().records).toBe(0);
     outbox.append([{ stream: "logs", ts: NOW, body: { line: "fresh" } }]);
     expect(outbox.stats().records).toBe(1);
+  });
+
+  it("does not quarantine anything when the file cannot be opened for another reason than damage", () => {
+    const dir = makeTmpDir("database");
+    // A directory where the database should be: SQLITE_CANTOPEN, not corruption.
+    mkdirSync(join(dir, DATABASE_FILE));
+    expect(() => open(dir)).toThrow();
+    expect(readdirSync(dir).filter((name) => name.includes("corrupt"))).toEqual([]);
+    expect(statSync(join(dir, DATABASE_FILE)).isDirectory()).toBe(true);
   });
 
   it("refuses a database and leaves it in place when its schema version is newer than the code knows", () => {

@@ -117,7 +117,7 @@ describe("outbox seq", () => {
     expect(first.outbox.removeMany(STREAMS.map((stream) => ({ stream, fromSeq: 1, toSeq: 3 })))).toBe(3);
     expect(first.outbox.stats().records).toBe(0);
     expect(first.outbox.append([L()])).toMatchObject({ firstSeq: 4, lastSeq: 4 });
-    expect(first.outbox.remove("logs", 4, 4)).toBe(1);
+    expect(first.outbox.removeMany([{ stream: "logs", fromSeq: 4, toSeq: 4 }])).toBe(1);
     first.close();
 
     const second = openStore(dir);
@@ -203,7 +203,7 @@ describe("outbox seq", () => {
 describe("outbox append", () => {
   it("throws TOO_LARGE and stores nothing when one record of a batch is over maxRecordBytes", () => {
     const bigBody = BODY_BYTES + 100;
-    const limit = rowCost(bigBody);
+    const limit = bigBody;
     const { outbox, counters } = openStore(makeTmpDir("outbox"), { maxRecordBytes: limit });
     outbox.append([L()]);
     const reserveBefore = counters.read().seqReserve;
@@ -216,9 +216,7 @@ describe("outbox append", () => {
     }
     expect(caught).toBeInstanceOf(AgentError);
     expect(caught).toMatchObject({ code: "TOO_LARGE", retryable: false, details: { index: 2 } });
-    expect((caught as Error).message).toBe(
-      `record [2] is ${rowCost(bigBody + 1)} bytes; the limit is ${limit}`,
-    );
+    expect((caught as Error).message).toBe(`record [2] is ${bigBody + 1} bytes; the limit is ${limit}`);
 
     expect(outbox.stats()).toMatchObject({ records: 1, bytes: RECORD_BYTES, lastSeq: 1 });
     expect(counters.read().seqReserve).toBe(reserveBefore);
@@ -278,23 +276,45 @@ describe("outbox quota", () => {
     expect(outbox.append([E(), E()]).dropped).toEqual({ telemetry: 1, logs: 1, events: 0 });
     expect(seqsOf(outbox)).toEqual([3, 5, 6, 8, 9, 11, 12, 13, 14, 15]);
 
-    // T16 T17 T18: no telemetry left to drop, so logs L5 L8 L11 go.
-    expect(outbox.append([T(), T(), T()]).dropped).toEqual({ telemetry: 0, logs: 3, events: 0 });
-    expect(seqsOf(outbox)).toEqual([3, 6, 9, 12, 13, 14, 15, 16, 17, 18]);
+    // Three telemetry records: none left to drop, and telemetry never evicts a log or an event, so
+    // they are refused (and counted); nothing else moves.
+    const full = expect.objectContaining({ code: "DISK_FULL" }) as unknown as Error;
+    expect(() => outbox.append([T(), T(), T()])).toThrow(full);
+    expect(seqsOf(outbox)).toEqual([3, 5, 6, 8, 9, 11, 12, 13, 14, 15]);
 
-    // L19..L22: T16..T18 go first, no logs are left, so the oldest event (E3) goes last.
-    expect(outbox.append([L(), L(), L(), L()]).dropped).toEqual({ telemetry: 3, logs: 0, events: 1 });
-    expect(seqsOf(outbox)).toEqual([6, 9, 12, 13, 14, 15, 19, 20, 21, 22]);
-    expect(seqsOf(outbox, "events")).toEqual([6, 9, 12, 13, 14, 15]);
-    expect(seqsOf(outbox, "logs")).toEqual([19, 20, 21, 22]);
+    // Four logs: the three older logs would not make room for four, and logs never evict events: the
+    // batch is refused whole, nothing is evicted for it, and its four lines count as dropped.
+    expect(() => outbox.append([L(), L(), L(), L()])).toThrow(full);
+    expect(seqsOf(outbox)).toEqual([3, 5, 6, 8, 9, 11, 12, 13, 14, 15]);
+
+    // One log evicts the oldest log.
+    expect(outbox.append([L()]).dropped).toEqual({ telemetry: 0, logs: 1, events: 0 });
+    expect(seqsOf(outbox)).toEqual([3, 6, 8, 9, 11, 12, 13, 14, 15, 16]);
+
+    // Events may evict anything: the logs go first, then the oldest events.
+    expect(outbox.append([E(), E()]).dropped).toEqual({ telemetry: 0, logs: 2, events: 0 });
+    expect(outbox.append([E(), E(), E()]).dropped).toEqual({ telemetry: 0, logs: 1, events: 2 });
+    expect(seqsOf(outbox)).toEqual([9, 12, 13, 14, 15, 17, 18, 19, 20, 21]);
+    expect(seqsOf(outbox, "logs")).toEqual([]);
 
     const stats = outbox.stats();
     expect(stats.streams).toEqual({
       telemetry: { records: 0, bytes: 0, dropped: 7 },
-      logs: { records: 4, bytes: 4 * RECORD_BYTES, dropped: 4 },
-      events: { records: 6, bytes: 6 * RECORD_BYTES, dropped: 1 },
+      logs: { records: 0, bytes: 0, dropped: 9 },
+      events: { records: 10, bytes: 10 * RECORD_BYTES, dropped: 2 },
     });
-    expect(stats).toMatchObject({ records: 10, bytes: 10 * RECORD_BYTES, lastSeq: 22 });
+    expect(stats).toMatchObject({ records: 10, bytes: 10 * RECORD_BYTES, lastSeq: 21 });
+  });
+
+  it("refuses telemetry rather than evict an event, and counts it as dropped", () => {
+    const { outbox } = openStore(makeTmpDir("outbox"), { maxBytes: 3 * RECORD_BYTES });
+    outbox.append([E(), E(), E()]);
+    expect(() => outbox.append([T()])).toThrow(
+      expect.objectContaining({ code: "DISK_FULL" }) as unknown as Error,
+    );
+    expect(seqsOf(outbox)).toEqual([1, 2, 3]);
+    expect(outbox.stats().streams.telemetry.dropped).toBe(1);
+    expect(outbox.stats().streams.events.dropped).toBe(0);
   });
 
   it("keeps the drop counters and byte totals when the database is closed and reopened", () => {
@@ -321,6 +341,7 @@ describe("outbox quota", () => {
     const random = prng(20_260_101);
     const appended: Record<Stream, number> = { telemetry: 0, logs: 0, events: 0 };
     const reported: Record<Stream, number> = { telemetry: 0, logs: 0, events: 0 };
+    let refusals = 0;
     for (let round = 0; round < 300; round++) {
       const batch: RecordInput[] = [];
       const size = 1 + Math.floor(random() * 8);
@@ -329,8 +350,15 @@ describe("outbox quota", () => {
         batch.push(sized(stream, round, 76 + Math.floor(random() * 500)));
         appended[stream] += 1;
       }
-      const result = outbox.append(batch);
-      for (const stream of STREAMS) reported[stream] += result.dropped[stream];
+      try {
+        const result = outbox.append(batch);
+        for (const stream of STREAMS) reported[stream] += result.dropped[stream];
+      } catch (error) {
+        // Refused whole (no room without evicting a higher stream): the batch counts as dropped.
+        expect(error).toMatchObject({ code: "DISK_FULL" });
+        for (const record of batch) reported[record.stream] += 1;
+        refusals += 1;
+      }
 
       const stats = outbox.stats();
       expect(stats.bytes).toBeLessThanOrEqual(maxBytes);
@@ -344,6 +372,7 @@ describe("outbox quota", () => {
       expect(stats.streams[stream].dropped).toBe(appended[stream] - stats.streams[stream].records);
     }
     expect(reported.logs).toBeGreaterThan(0);
+    expect(refusals).toBeGreaterThan(0);
   });
 });
 
@@ -391,7 +420,7 @@ describe("outbox readAfter", () => {
   it("skips deleted seqs and returns stream, ts and body when rows were removed in between", () => {
     const { outbox } = openStore(makeTmpDir("outbox"));
     outbox.append([sized("logs", 10), sized("telemetry", 20), sized("logs", 30), sized("events", 40)]);
-    outbox.remove("telemetry", 2, 2);
+    outbox.removeMany([{ stream: "telemetry", fromSeq: 2, toSeq: 2 }]);
     const rows = outbox.readAfter(0, 2, ALL);
     expect(rows.map(({ seq, stream, ts }) => ({ seq, stream, ts }))).toEqual([
       { seq: 1, stream: "logs", ts: 10 },
@@ -423,8 +452,8 @@ describe("outbox remove, removeMany and discard", () => {
   it("returns 0 when the range was already deleted", () => {
     const { outbox } = openStore(makeTmpDir("outbox"));
     outbox.append([L(), L()]);
-    expect(outbox.remove("logs", 1, 2)).toBe(2);
-    expect(outbox.remove("logs", 1, 2)).toBe(0);
+    expect(outbox.removeMany([{ stream: "logs", fromSeq: 1, toSeq: 2 }])).toBe(2);
+    expect(outbox.removeMany([{ stream: "logs", fromSeq: 1, toSeq: 2 }])).toBe(0);
     expect(outbox.removeMany([{ stream: "logs", fromSeq: 1, toSeq: 2 }])).toBe(0);
   });
 
