@@ -23,7 +23,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function startBroker() {
   const hasMosquitto =
     spawnSync("sh", ["-c", "command -v mosquitto || test -x /usr/sbin/mosquitto"]).status === 0;
-  if (hasMosquitto) {
+  // DEMO_BROKER=aedes forces the embedded broker (what a machine without Mosquitto gets).
+  if (hasMosquitto && process.env.DEMO_BROKER !== "aedes") {
     const broker = await startMosquitto({ dir: join(WORK, "broker") });
     return {
       name: `Mosquitto on ${broker.url}`,
@@ -204,6 +205,10 @@ async function main() {
   await broker.stop();
   process.exitCode = missing === 0 && code === 0 ? 0 : 1;
 }
+
+// Ctrl-C: exit through process.exit so the broker helper's exit hook stops the broker (the agent,
+// in the same process group, gets the SIGINT itself and stops cleanly).
+process.once("SIGINT", () => process.exit(130));
 
 main().catch((error) => {
   console.error(`demo failed: ${error.message}`);
