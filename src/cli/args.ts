@@ -1,4 +1,5 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
+import { readAgentVersion } from "../shared/version.js";
 
 /** A usage mistake: printed as one sentence, exit 2. */
 export class UsageError extends Error {
@@ -38,4 +39,17 @@ export function runMain(main: () => Promise<number>): void {
       }
     },
   );
+}
+
+/** `--help`, `help`, `-h`, `--version`, or nothing at all: answered the same way by both programs. */
+export function answerTopLevel(command: string | undefined, help: string): number | undefined {
+  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+    console.log(help);
+    return command === undefined ? 2 : 0;
+  }
+  if (command === "--version") {
+    console.log(readAgentVersion());
+    return 0;
+  }
+  return undefined;
 }

@@ -1,8 +1,7 @@
 import { formatProblems, loadConfig } from "../config/load.js";
 import { runAgent } from "../main.js";
-import { readAgentVersion } from "../shared/version.js";
 import { formatStatus, readStatus } from "./agent-status.js";
-import { parse, runMain, UsageError } from "./args.js";
+import { answerTopLevel, parse, runMain, UsageError } from "./args.js";
 import { loadConfigOrThrow } from "./load-config-or-throw.js";
 
 const HELP = `pos-agent: on-device diagnostics and remote-update agent for POS terminals
@@ -35,14 +34,8 @@ the broker connection, and the outbox depth, size, oldest record age and drop co
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
-    console.log(HELP);
-    return command === undefined ? 2 : 0;
-  }
-  if (command === "--version") {
-    console.log(readAgentVersion());
-    return 0;
-  }
+  const answered = answerTopLevel(command, HELP);
+  if (answered !== undefined) return answered;
   switch (command) {
     case "run":
       return run(rest);

@@ -1,5 +1,4 @@
-import { readAgentVersion } from "../shared/version.js";
-import { runMain, UsageError } from "./args.js";
+import { answerTopLevel, runMain, UsageError } from "./args.js";
 
 const HELP = `pos-ops: operator tools for pos-agent fleets
 
@@ -12,14 +11,8 @@ arrive with the remote-commands and signed-release capabilities.`;
 
 async function main(argv: string[]): Promise<number> {
   const [command] = argv;
-  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
-    console.log(HELP);
-    return command === undefined ? 2 : 0;
-  }
-  if (command === "--version") {
-    console.log(readAgentVersion());
-    return 0;
-  }
+  const answered = answerTopLevel(command, HELP);
+  if (answered !== undefined) return answered;
   throw new UsageError(`pos-ops: unknown command "${command}"; see pos-ops --help`);
 }
 

@@ -1,11 +1,10 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
 import { startTcpProxy } from "../../scripts/lib/tcp-proxy.mjs";
 import { postIntake, startAgent, writeAgentConfig } from "../helpers/agent-process.js";
 import { startConsumer } from "../helpers/consumer.js";
+import { suiteResources } from "../helpers/suite-resources.js";
 
 const BACKLOG = 100_000;
 const PER_REQUEST = 1_500; // 1 500 lines of ~520 bytes stay under the 1 MiB body limit
@@ -17,11 +16,7 @@ const PER_REQUEST = 1_500; // 1 500 lines of ~520 bytes stay under the 1 MiB bod
 const MAX_RSS_GROWTH = 40 * 1024 * 1024;
 
 describe("backlog drain", () => {
-  const dir = mkdtempSync(join(tmpdir(), "pos-backlog-"));
-  const cleanups: Array<() => Promise<unknown>> = [];
-  afterAll(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-  });
+  const { dir, cleanups } = suiteResources("pos-backlog");
 
   it("drains a 100 000-record backlog oldest first with flat memory", { timeout: 180_000 }, async () => {
     const broker = await startMosquitto({ dir: join(dir, "broker") });

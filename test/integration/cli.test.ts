@@ -1,11 +1,11 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
 import { postIntake, startAgent, writeAgentConfig } from "../helpers/agent-process.js";
+import { suiteResources } from "../helpers/suite-resources.js";
 
 const run = promisify(execFile);
 const AGENT = resolve(import.meta.dirname, "../../bin/pos-agent");
@@ -22,11 +22,7 @@ async function cli(bin: string, args: string[]): Promise<{ code: number; stdout:
 }
 
 describe("pos-agent CLI", () => {
-  const dir = mkdtempSync(join(tmpdir(), "pos-cli-"));
-  const cleanups: Array<() => Promise<unknown>> = [];
-  afterAll(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-  });
+  const { dir, cleanups } = suiteResources("pos-cli");
 
   it("answers --help for every command with exit 0", async () => {
     for (const args of [["--help"], ["run", "--help"], ["config", "--help"], ["status", "--help"]]) {

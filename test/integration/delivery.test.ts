@@ -1,22 +1,17 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Sqlite from "better-sqlite3";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
 import { startTcpProxy } from "../../scripts/lib/tcp-proxy.mjs";
 import { type AgentProcess, postIntake, startAgent, writeAgentConfig } from "../helpers/agent-process.js";
 import { startConsumer } from "../helpers/consumer.js";
+import { suiteResources } from "../helpers/suite-resources.js";
 
 const TOTAL = 20_000;
 const PER_REQUEST = 200;
 
 describe("delivery through link cuts, agent kills and a broker restart", () => {
-  const dir = mkdtempSync(join(tmpdir(), "pos-delivery-"));
-  const cleanups: Array<() => Promise<unknown>> = [];
-  afterAll(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-  });
+  const { dir, cleanups } = suiteResources("pos-delivery");
 
   it("delivers every intake-acknowledged record at least once", { timeout: 240_000 }, async () => {
     const broker = await startMosquitto({ dir: join(dir, "broker") });

@@ -1,11 +1,10 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
 import { startTcpProxy } from "../../scripts/lib/tcp-proxy.mjs";
 import { postIntake, startAgent, writeAgentConfig } from "../helpers/agent-process.js";
 import { type ReceivedRecord, startConsumer } from "../helpers/consumer.js";
+import { suiteResources } from "../helpers/suite-resources.js";
 
 const AGENT_METRICS = [
   "agent.outbox.records",
@@ -21,11 +20,7 @@ const AGENT_METRICS = [
 ];
 
 describe("heartbeat and quota drops", () => {
-  const dir = mkdtempSync(join(tmpdir(), "pos-heartbeat-"));
-  const cleanups: Array<() => Promise<unknown>> = [];
-  afterAll(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-  });
+  const { dir, cleanups } = suiteResources("pos-heartbeat");
 
   it("reports its own health every interval, and drops over quota as counted, reported events", async () => {
     const broker = await startMosquitto({ dir: join(dir, "broker") });

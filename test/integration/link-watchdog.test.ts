@@ -1,19 +1,14 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { freePort } from "../../scripts/lib/free-port.mjs";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
 import { startTcpProxy } from "../../scripts/lib/tcp-proxy.mjs";
 import { postIntake, startAgent, writeAgentConfig } from "../helpers/agent-process.js";
 import { startConsumer } from "../helpers/consumer.js";
+import { suiteResources } from "../helpers/suite-resources.js";
 
 describe("link failures", () => {
-  const dir = mkdtempSync(join(tmpdir(), "pos-link-"));
-  const cleanups: Array<() => Promise<unknown>> = [];
-  afterAll(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-  });
+  const { dir, cleanups } = suiteResources("pos-link");
 
   it("fails over to the next broker URL when the first does not answer", async () => {
     const broker = await startMosquitto({ dir: join(dir, "broker-a") });

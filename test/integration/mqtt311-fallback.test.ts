@@ -1,21 +1,15 @@
-import { mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Aedes } from "aedes";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { freePort } from "../../scripts/lib/free-port.mjs";
 import { postIntake, startAgent, writeAgentConfig } from "../helpers/agent-process.js";
 import { startConsumer } from "../helpers/consumer.js";
+import { suiteResources } from "../helpers/suite-resources.js";
 
 // aedes speaks only MQTT 3.1.1 and refuses an MQTT 5 CONNECT with return code 1: the broker a
 // terminal meets when its operator runs an older broker.
 describe("MQTT 3.1.1 fallback", () => {
-  const dir = mkdtempSync(join(tmpdir(), "pos-fallback-"));
-  const cleanups: Array<() => Promise<unknown>> = [];
-  afterAll(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-  });
+  const { dir, cleanups } = suiteResources("pos-fallback");
 
   it("falls back to 3.1.1 when the broker refuses MQTT 5, and delivers", async () => {
     const aedes = await Aedes.createBroker();

@@ -5,6 +5,7 @@ import { silentLogger } from "../../src/shared/logger.js";
 import { createCountersFile } from "../../src/store/counters-file.js";
 import { COUNTERS_FILE, DATABASE_FILE, openDatabase, walLimitFor } from "../../src/store/database.js";
 import { createOutbox, type RecordInput, rowCost, STREAMS, type Stream } from "../../src/store/outbox.js";
+import { prng } from "../helpers/prng.js";
 import { makeTmpDir } from "../helpers/tmp-dir.js";
 
 const MAX_BYTES = 4 * 1024 * 1024;
@@ -12,18 +13,6 @@ const MAX_BYTES = 4 * 1024 * 1024;
 const WAL_LIMIT_BYTES = walLimitFor(MAX_BYTES);
 const BATCH = 100;
 const ALL = Number.MAX_SAFE_INTEGER;
-
-/** mulberry32: a small seeded PRNG so the workload is the same on every run. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const METRICS = [
   "cpu.loadPct",

@@ -1,19 +1,14 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
 import { startAgent, writeAgentConfig } from "../helpers/agent-process.js";
 import { startConsumer } from "../helpers/consumer.js";
+import { suiteResources } from "../helpers/suite-resources.js";
 
 type State = { online: boolean; state: string; sessionId: number };
 
 describe("presence", () => {
-  const dir = mkdtempSync(join(tmpdir(), "pos-presence-"));
-  const cleanups: Array<() => Promise<unknown>> = [];
-  afterAll(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-  });
+  const { dir, cleanups } = suiteResources("pos-presence");
 
   for (const protocolVersion of [5, 4] as const) {
     it(`publishes the Will of the killed session, a newer birth, and offline on clean stop (MQTT ${protocolVersion === 5 ? "5" : "3.1.1"})`, async () => {

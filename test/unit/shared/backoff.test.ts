@@ -1,22 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { createBackoff } from "../../../src/shared/backoff.js";
+import { prng } from "../../helpers/prng.js";
 
 const BASE = { initialMs: 1_000, maxMs: 30_000, floorMs: 1_000 };
 
 function take(backoff: { next(): number }, count: number): number[] {
   return Array.from({ length: count }, () => backoff.next());
-}
-
-/** mulberry32: a small seeded PRNG so the jitter checks are the same on every run. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe("createBackoff", () => {

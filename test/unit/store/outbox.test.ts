@@ -13,6 +13,7 @@ import {
   STREAMS,
   type Stream,
 } from "../../../src/store/outbox.js";
+import { prng } from "../../helpers/prng.js";
 import { makeTmpDir } from "../../helpers/tmp-dir.js";
 
 /** Every record built by `sized` has a JSON body of this length, so each costs exactly RECORD_BYTES. */
@@ -73,18 +74,6 @@ function seqsOf(outbox: Outbox, stream?: Stream): number[] {
 function droppedOf(outbox: Outbox): Record<Stream, number> {
   const { streams } = outbox.stats();
   return { telemetry: streams.telemetry.dropped, logs: streams.logs.dropped, events: streams.events.dropped };
-}
-
-/** mulberry32: a small seeded PRNG so the generated runs are the same on every machine. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe("outbox seq", () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { StoredRecord, Stream } from "../../../src/store/outbox.js";
 import { type Batch, buildBatches, recordJson } from "../../../src/transport/batch.js";
+import { prng } from "../../helpers/prng.js";
 
 const HEADER = { deviceId: "POS-0001", sessionId: 42 };
 const STREAMS: readonly Stream[] = ["telemetry", "events", "logs"];
@@ -16,18 +17,6 @@ const WORDS = [
   "line\nbreak",
   "x".repeat(40),
 ];
-
-/** mulberry32: a small seeded PRNG so every run checks the same records. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** What a message holding only `record` costs; the outbox keeps every record below maxMessageBytes. */
 function aloneBytes(record: StoredRecord): number {
