@@ -164,7 +164,7 @@ export function createPublisher(options: PublisherOptions) {
           { stream: batch.stream, fromSeq: batch.fromSeq, toSeq: batch.toSeq, reason },
           "broker refused batch for good; dropping it",
         );
-        outbox.discard(batch.stream, batch.fromSeq, batch.toSeq);
+        discard(batch);
       } else {
         session.forceReconnect(`publish failed: ${errorMessage(error)}`);
         return;
