@@ -91,7 +91,6 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
       : createIntakeServer({
           host: config.intake.host,
           port: config.intake.port,
-          maxItemBytes: maxRecordBytes(config.outbox.maxMessageBytes),
           outbox,
           now: clock.now,
           health: () => ({ connected: session.connection !== undefined, outbox: outbox.stats() }),

@@ -30,17 +30,10 @@ export type EventItem = z.infer<typeof EventItem>;
 export function validateItems<T>(
   schema: z.ZodType<T>,
   items: readonly unknown[],
-  maxItemBytes: number,
 ): { ok: true; value: T[] } | { ok: false; errors: string[] } {
   const value: T[] = [];
   const errors: string[] = [];
   items.forEach((item, index) => {
-    // An item that could not travel in one MQTT message is refused here, with its index, not later.
-    const size = Buffer.byteLength(JSON.stringify(item) ?? "");
-    if (size > maxItemBytes) {
-      errors.push(`[${index}]: is ${size} bytes of JSON; at most ${maxItemBytes}`);
-      return;
-    }
     const parsed = schema.safeParse(item);
     if (parsed.success) {
       value.push(parsed.data);

@@ -8,8 +8,6 @@ import { EventItem, LogItem, MAX_BODY_BYTES, MAX_ITEMS, validateItems } from "./
 export interface IntakeOptions {
   host: string;
   port: number;
-  /** JSON size of one item at most (what one MQTT message can carry). */
-  maxItemBytes: number;
   outbox: Pick<Outbox, "append">;
   health: () => { connected: boolean; outbox: OutboxStats };
   now: () => number;
@@ -75,6 +73,17 @@ export function createIntakeServer(options: IntakeOptions) {
     } catch (error) {
       if (error instanceof HttpError) {
         send(res, error.status, { code: error.code, errors: error.errors });
+      } else if (
+        isAgentError(error) &&
+        error.code === "TOO_LARGE" &&
+        typeof error.details?.index === "number"
+      ) {
+        // One item too large for an MQTT message (the outbox measures the JSON it stores): bad input.
+        const { index, size, limit } = error.details;
+        send(res, 400, {
+          code: "BAD_REQUEST",
+          errors: [`[${index}]: is ${size} bytes of JSON; at most ${limit}`],
+        });
       } else if (isAgentError(error)) {
         const status = error.code === "DISK_FULL" ? 507 : error.code === "TOO_LARGE" ? 413 : 500;
         send(res, status, { code: error.code, errors: [error.message] });
@@ -85,7 +94,7 @@ export function createIntakeServer(options: IntakeOptions) {
   }
 
   function logRecords(items: unknown[]): RecordInput[] {
-    const parsed = validateItems(LogItem, items, options.maxItemBytes);
+    const parsed = validateItems(LogItem, items);
     if (!parsed.ok) throw new HttpError(400, "BAD_REQUEST", parsed.errors);
     const now = options.now();
     return parsed.value.map((item) => ({
@@ -100,7 +109,7 @@ export function createIntakeServer(options: IntakeOptions) {
   }
 
   function eventRecords(items: unknown[]): RecordInput[] {
-    const parsed = validateItems(EventItem, items, options.maxItemBytes);
+    const parsed = validateItems(EventItem, items);
     if (!parsed.ok) throw new HttpError(400, "BAD_REQUEST", parsed.errors);
     const now = options.now();
     return parsed.value.map(({ ts, ...body }) => ({ stream: "events", ts: ts ?? now, body }));

@@ -226,7 +226,7 @@ export function createOutbox(options: OutboxOptions) {
             "TOO_LARGE",
             `record [${index}] is ${size} bytes; the limit is ${maxRecordBytes}`,
             {
-              details: { index },
+              details: { index, size, limit: maxRecordBytes },
             },
           );
         }

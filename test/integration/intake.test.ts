@@ -34,7 +34,6 @@ async function startIntake(options: IntakeOptions = {}) {
   const server = createIntakeServer({
     host: "127.0.0.1",
     port: 0,
-    maxItemBytes: options.maxRecordBytes ?? 256 * 1024,
     outbox,
     health: () => ({ connected, outbox: outbox.stats() }),
     now: () => NOW,
