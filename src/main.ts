@@ -5,11 +5,10 @@ import type { Config } from "./config/schema.js";
 import { createIntakeServer } from "./intake/server.js";
 import { createBackoff } from "./shared/backoff.js";
 import { systemClock } from "./shared/clock.js";
-import type { AgentEvent } from "./shared/events.js";
 import type { Logger } from "./shared/logger.js";
 import { readAgentVersion } from "./shared/version.js";
 import { createCountersFile } from "./store/counters-file.js";
-import { COUNTERS_FILE, openDatabase, walLimitFor } from "./store/database.js";
+import { COUNTERS_FILE, openDatabase, quarantineEvent, walLimitFor } from "./store/database.js";
 import { createDropReport } from "./store/drop-report.js";
 import { acquireDataDirLock } from "./store/lock.js";
 import { createMetaStore } from "./store/meta.js";
@@ -49,17 +48,6 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
     maxBytes: config.outbox.maxBytes,
     maxRecordBytes: maxRecordBytes(config.outbox.maxMessageBytes),
   });
-
-  const startupEvents: AgentEvent[] = [];
-  if (opened.quarantine !== undefined) {
-    startupEvents.push({
-      type: "agent.store.quarantined",
-      severity: "high",
-      source: "agent",
-      message: `database failed its integrity check and was moved aside to ${opened.quarantine.movedTo}; started with a fresh one`,
-      details: { movedTo: opened.quarantine.movedTo, reason: opened.quarantine.reason },
-    });
-  }
 
   const topics = createTopics(config.tenant, config.deviceId);
   const session = createMqttSession({
@@ -113,7 +101,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
       now: clock.now,
     }),
     metricSources: [],
-    startupEvents,
+    startupEvents: opened.quarantine === undefined ? [] : [quarantineEvent(opened.quarantine)],
     clock,
     log,
   });

@@ -1,5 +1,6 @@
 import type { Config } from "../config/schema.js";
 import { openDatabaseReadOnly } from "../store/database.js";
+import { isAgentProcess } from "../store/lock.js";
 import { createMetaStore } from "../store/meta.js";
 import { createStatsReader, type OutboxStats } from "../store/outbox.js";
 
@@ -29,7 +30,7 @@ export function readStatus(config: Config): StatusReport {
   try {
     const meta = createMetaStore(db);
     const daemon = meta.getJson<{ pid: number | null; startedAt?: number; agentVersion?: string }>("daemon");
-    const running = daemon?.pid != null && isAlive(daemon.pid);
+    const running = daemon?.pid != null && isAgentProcess(daemon.pid);
     const connection = meta.getJson<StatusReport["connection"]>("connection") ?? null;
     return {
       deviceId: config.deviceId,
@@ -42,15 +43,6 @@ export function readStatus(config: Config): StatusReport {
     };
   } finally {
     db.close();
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as { code?: string }).code === "EPERM";
   }
 }
 

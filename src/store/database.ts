@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { Database } from "better-sqlite3";
 import Sqlite from "better-sqlite3";
 import { errorMessage } from "../shared/errors.js";
+import type { AgentEvent } from "../shared/events.js";
 import type { Logger } from "../shared/logger.js";
 import { migrate } from "./migrations.js";
 
@@ -21,6 +22,17 @@ export interface Quarantine {
   /** Where the unreadable file was moved. */
   movedTo: string;
   reason: string;
+}
+
+/** The event a quarantine raises at start: a high-severity fact the fleet must see. */
+export function quarantineEvent(quarantine: Quarantine): AgentEvent {
+  return {
+    type: "agent.store.quarantined",
+    severity: "high",
+    source: "agent",
+    message: `database failed its integrity check and was moved aside to ${quarantine.movedTo}; started with a fresh one`,
+    details: { movedTo: quarantine.movedTo, reason: quarantine.reason },
+  };
 }
 
 export interface OpenedDatabase {

@@ -1,7 +1,7 @@
 import type { Database } from "better-sqlite3";
 import type { AgentEvent } from "../shared/events.js";
 import type { MetaStore } from "./meta.js";
-import type { Outbox, RecordInput, Stream } from "./outbox.js";
+import { countsPerStream, type Outbox, type RecordInput, type Stream } from "./outbox.js";
 
 export type DropCounts = Record<Stream, number>;
 
@@ -20,17 +20,9 @@ export function createDropReport(options: {
   const { outbox, meta } = options;
   return options.db.transaction(() => {
     const { streams } = outbox.stats();
-    const totals: DropCounts = {
-      telemetry: streams.telemetry.dropped,
-      events: streams.events.dropped,
-      logs: streams.logs.dropped,
-    };
-    const reported = meta.getJson<DropCounts>("dropsReported") ?? { telemetry: 0, events: 0, logs: 0 };
-    const dropped: DropCounts = {
-      telemetry: totals.telemetry - reported.telemetry,
-      events: totals.events - reported.events,
-      logs: totals.logs - reported.logs,
-    };
+    const totals = countsPerStream((stream) => streams[stream].dropped);
+    const reported = meta.getJson<DropCounts>("dropsReported") ?? countsPerStream(() => 0);
+    const dropped = countsPerStream((stream) => totals[stream] - reported[stream]);
     if (dropped.telemetry + dropped.events + dropped.logs <= 0) return false;
     outbox.append([dropEvent(dropped, totals, options.maxBytes, options.now())]);
     meta.setJson("dropsReported", totals);

@@ -38,7 +38,7 @@ export function acquireDataDirLock(dataDir: string, pid = process.pid): { releas
 }
 
 /** Alive, and (where /proc tells) a node process running pos-agent, not an unrelated reuse of the pid. */
-function isAgentProcess(pid: number): boolean {
+export function isAgentProcess(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (error) {

@@ -5,6 +5,11 @@ import type { CountersFile } from "./counters-file.js";
 export const STREAMS = ["telemetry", "events", "logs"] as const;
 export type Stream = (typeof STREAMS)[number];
 
+/** One number per stream, e.g. `countsPerStream(() => 0)`. */
+export function countsPerStream(value: (stream: Stream) => number): Record<Stream, number> {
+  return { telemetry: value("telemetry"), events: value("events"), logs: value("logs") };
+}
+
 /** When the quota is reached the oldest telemetry goes first, then logs, and events last (CONTRACT 4). */
 export const DROP_ORDER: readonly Stream[] = ["telemetry", "logs", "events"];
 
@@ -171,7 +176,7 @@ export function createOutbox(options: OutboxOptions) {
     (rows: ReadonlyArray<{ stream: Stream; ts: number; json: string; bytes: number }>) => {
       const needed = rows.reduce((sum, row) => sum + row.bytes, 0);
       const rank = Math.max(...rows.map((row) => DROP_ORDER.indexOf(row.stream)));
-      const dropped: Record<Stream, number> = { telemetry: 0, events: 0, logs: 0 };
+      const dropped = countsPerStream(() => 0);
       if (!makeRoom(needed, rank, dropped)) throw new OutboxFull();
       const firstSeq = lastSeq() + 1;
       let seq = firstSeq - 1;
@@ -214,7 +219,7 @@ export function createOutbox(options: OutboxOptions) {
      */
     append(records: readonly RecordInput[]): AppendResult {
       if (records.length === 0) {
-        return { firstSeq: 0, lastSeq: 0, dropped: { telemetry: 0, events: 0, logs: 0 } };
+        return { firstSeq: 0, lastSeq: 0, dropped: countsPerStream(() => 0) };
       }
       let total = 0;
       const rows = records.map((record, index) => {

@@ -138,6 +138,7 @@ export function createPublisher(options: PublisherOptions) {
           break;
         }
         inflight.set(batch.fromSeq, { batch, sentAt, generation: conn.generation });
+        // String length, not bytes: a bound, and no scan of 64 KiB per message on the hot path.
         inflightBytes += batch.payload.length;
       }
     } catch (error) {
