@@ -55,6 +55,12 @@ describe("backlog drain", () => {
     const sampler = setInterval(() => {
       peak = Math.max(peak, agent.rssBytes());
     }, 25);
+    // While the broker was unreachable the agent kept trying, never more than once a second.
+    const attempts = agent.logs.filter((line) => line.msg === "connecting").map((line) => Number(line.time));
+    expect(attempts.length).toBeGreaterThanOrEqual(2);
+    for (let i = 1; i < attempts.length; i++) {
+      expect((attempts[i] as number) - (attempts[i - 1] as number)).toBeGreaterThanOrEqual(1000);
+    }
     await proxy.up();
     const logCount = () =>
       [...consumer.records.values()].filter((record) => String(record.line).startsWith("backlog")).length;

@@ -78,5 +78,20 @@ describe("heartbeat and quota drops", () => {
     expect(event.severity).toBe("medium");
     expect(event.details.totals.logs).toBeGreaterThan(0);
     expect(event.details.totals.logs).toBeLessThanOrEqual(droppedLogs);
+
+    // The counters are the database's, not the process's: a restarted agent reports the same totals.
+    const droppedEvents = beat.metrics["agent.outbox.dropped.events"];
+    expect((await agent.kill("SIGTERM")).code).toBe(0);
+    const beatsBefore = liveTelemetry().length;
+    const restarted = await startAgent(config);
+    cleanups.push(() => restarted.kill("SIGKILL"));
+    await consumer.waitFor(
+      () => liveTelemetry().length > beatsBefore,
+      10_000,
+      "a heartbeat after the restart",
+    );
+    const after = liveTelemetry().at(-1) as ReceivedRecord & { metrics: Record<string, number> };
+    expect(after.metrics["agent.outbox.dropped.logs"]).toBe(droppedLogs);
+    expect(after.metrics["agent.outbox.dropped.events"]).toBe(droppedEvents);
   });
 });
