@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The agent doing its real job on this machine: a broker (Mosquitto if installed, else the embedded
 // aedes), a TCP link that we cut, the agent as a real process, a fleet-side consumer printing what
-// arrives, a burst of records through the local intake API, and a summary at the end.
+// arrives, a burst of records through the local intake API, a simulated ESC/POS printer and PIN pad
+// on real PTYs (socat) whose paper runs out, whose card numbers get masked and which get unplugged,
+// and a summary at the end.
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -10,6 +12,8 @@ import mqtt from "mqtt";
 import { freePort } from "./lib/free-port.mjs";
 import { startMosquitto } from "./lib/mosquitto.mjs";
 import { startTcpProxy } from "./lib/tcp-proxy.mjs";
+import { startPrinterSimulator } from "./sim/escpos-printer.mjs";
+import { startPinpadSimulator } from "./sim/pinpad.mjs";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const WORK = join(ROOT, ".demo");
@@ -69,6 +73,9 @@ async function main() {
   let duplicates = 0;
   let messages = 0;
   let lastState;
+  const peripheralEvents = [];
+  const cardNumbersAtFleet = [];
+  let maskedLines = 0;
   consumer.on("message", (topic, payload) => {
     const body = JSON.parse(payload.toString());
     const leaf = topic.slice(TOPIC_ROOT.length + 1);
@@ -76,6 +83,32 @@ async function main() {
       lastState = body;
       say(`fleet <- state: ${body.online ? "ONLINE" : "OFFLINE"} (${body.state}, session ${body.sessionId})`);
       return;
+    }
+    if (leaf.startsWith("periph/")) {
+      const status = body.status
+        ? `, paper ${body.status.paper}, cover ${body.status.cover}, ${body.status.online ? "online" : "offline"}`
+        : "";
+      say(`fleet <- ${leaf} (retained): link ${body.link}${status}`);
+      return;
+    }
+    for (const record of body.records) {
+      // A card number at the fleet would be a failure of the agent: look for the simulators' ones.
+      if (/4111[ -]?1111[ -]?1111[ -]?1111|5555[ -]?5555[ -]?5555[ -]?4444/.test(JSON.stringify(record))) {
+        cardNumbersAtFleet.push(record.seq);
+      }
+      if (
+        leaf === "events" &&
+        (record.type.startsWith("peripheral.") || record.type === "card_data.redacted")
+      ) {
+        peripheralEvents.push(record);
+        say(`fleet <- event ${record.type} (${record.severity}): ${record.message}`);
+      }
+      if (leaf === "logs" && record.source === "pinpad" && record.line.includes("XXXX")) {
+        maskedLines += 1;
+        if (maskedLines <= 3 || record.line.includes("card read XXXX")) {
+          say(`fleet <- pinpad log, masked: "${record.line}"`);
+        }
+      }
     }
     messages += 1;
     let historical = 0;
@@ -100,6 +133,19 @@ async function main() {
   await new Promise((r) => consumer.once("connect", r));
   await consumer.subscribeAsync(`${TOPIC_ROOT}/#`, { qos: 1 });
 
+  const hasSocat = spawnSync("sh", ["-c", "command -v socat"]).status === 0;
+  let printer;
+  let pinpad;
+  if (hasSocat) {
+    printer = await startPrinterSimulator({ path: join(WORK, "ttyPrinter") });
+    pinpad = await startPinpadSimulator({ path: join(WORK, "ttyPinpad"), intervalMs: 700, seed: 7 });
+    say(`peripherals: ESC/POS printer on ${printer.path}, PIN pad on ${pinpad.path} (real PTYs by socat)`);
+  } else {
+    say(
+      "peripherals: socat is not installed (apt-get install -y socat); the printer and PIN pad part is skipped",
+    );
+  }
+
   const intakePort = await freePort();
   const config = {
     deviceId: DEVICE,
@@ -109,6 +155,12 @@ async function main() {
     mqtt: { urls: [`mqtt://127.0.0.1:${link.port}`], willDelaySec: 2, reconnect: { minSec: 1, maxSec: 2 } },
     intake: { host: "127.0.0.1", port: intakePort },
     telemetry: { intervalSec: 5 },
+    peripherals: hasSocat
+      ? [
+          { name: "printer", path: printer.path, baudRate: 115200, driver: "escpos", pollIntervalMs: 1000 },
+          { name: "pinpad", path: pinpad.path, baudRate: 115200, driver: "lines" },
+        ]
+      : [],
     log: { level: "warn" },
   };
   const configPath = join(WORK, "config.json");
@@ -182,6 +234,24 @@ async function main() {
   while ([...expected].some((seq) => !seen.has(seq)) && Date.now() < deadline) await sleep(100);
   await sleep(500);
 
+  if (hasSocat) {
+    say("printer: the paper runs out");
+    printer.setState({ paper: "out" });
+    await sleep(2500);
+    say("printer: paper reloaded");
+    printer.setState({ paper: "ok" });
+    await sleep(2500);
+    say('pinpad: a component logs a card number ("E/EMV: card read 4111 1111 1111 1111 ok")');
+    pinpad.writeLine("E/EMV: card read 4111 1111 1111 1111 ok");
+    await sleep(2000);
+    say("pinpad: UNPLUGGED");
+    await pinpad.unplug();
+    await sleep(3000);
+    say("pinpad: plugged back in");
+    await pinpad.replug();
+    await sleep(3500);
+  }
+
   say("agent: SIGTERM (clean stop)");
   agent.kill("SIGTERM");
   const code = await agentExit;
@@ -198,12 +268,20 @@ async function main() {
     `final retained state            : ${lastState ? `${lastState.state}, session ${lastState.sessionId}` : "none"}`,
   );
   console.log(`agent exit code                 : ${code}`);
+  if (hasSocat) {
+    const types = [...new Set(peripheralEvents.map((event) => event.type))];
+    console.log(`peripheral events at the fleet  : ${peripheralEvents.length} (${types.join(", ")})`);
+    console.log(`pinpad lines with masked digits : ${maskedLines}`);
+    console.log(`card numbers at the fleet       : ${cardNumbersAtFleet.length}`);
+  }
   console.log(`inspect: ./bin/pos-agent status --config ${configPath}`);
 
   await new Promise((r) => consumer.end(false, {}, r));
+  await printer?.stop();
+  await pinpad?.stop();
   await link.close();
   await broker.stop();
-  process.exitCode = missing === 0 && code === 0 ? 0 : 1;
+  process.exitCode = missing === 0 && code === 0 && cardNumbersAtFleet.length === 0 ? 0 : 1;
 }
 
 // Ctrl-C: exit through process.exit so the broker helper's exit hook stops the broker (the agent,

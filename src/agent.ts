@@ -7,6 +7,10 @@ import {
   createProcessSource,
   type MetricSource,
 } from "./metrics/heartbeat.js";
+import { createPeripherals } from "./peripherals/peripherals.js";
+import type { PortLister, SerialOpener } from "./peripherals/serial-port.js";
+import type { Backoff } from "./shared/backoff.js";
+import type { CardDataGuard } from "./shared/card-data-guard.js";
 import type { Clock } from "./shared/clock.js";
 import type { AgentEvent } from "./shared/events.js";
 import type { Logger } from "./shared/logger.js";
@@ -15,6 +19,7 @@ import type { Outbox } from "./store/outbox.js";
 import type { MqttSession } from "./transport/mqtt-session.js";
 import { createPresence } from "./transport/presence.js";
 import { createPublisher } from "./transport/publisher.js";
+import { createRetainedStates } from "./transport/retained-states.js";
 import type { Topics } from "./transport/topics.js";
 
 export interface AgentDeps {
@@ -31,6 +36,12 @@ export interface AgentDeps {
   metricSources: readonly MetricSource[];
   /** Events to record at start (e.g. a quarantined database). */
   startupEvents: readonly AgentEvent[];
+  /** Commits an event to the outbox; never throws. */
+  recordEvent: (event: AgentEvent) => void;
+  /** Card-data scrubbing shared with the intake: counts and events per source. */
+  guard: CardDataGuard;
+  /** The serial hardware boundary: real bindings in main.ts, PTYs or the mock binding in tests. */
+  serial: { opener: SerialOpener; lister: PortLister; newBackoff: () => Backoff };
   clock: Clock;
   log: Logger;
 }
@@ -46,7 +57,7 @@ const STOP_OFFLINE_MS = 2000;
  * own (main.ts does), so tests can assemble an agent around real or fake parts.
  */
 export function createAgent(deps: AgentDeps) {
-  const { config, outbox, meta, session, topics, clock, log } = deps;
+  const { config, outbox, meta, session, topics, clock, log, guard, recordEvent } = deps;
 
   const publisher = createPublisher({
     outbox,
@@ -56,8 +67,25 @@ export function createAgent(deps: AgentDeps) {
     maxMessageBytes: config.outbox.maxMessageBytes,
     maxInflight: config.mqtt.maxInflight,
     ackTimeoutMs: config.mqtt.ackTimeoutSec * 1000,
+    checkBody: (record) => guard.checkStored(record.stream, record.body),
     clock,
     log: log.child({ component: "publisher" }),
+  });
+
+  const retained = createRetainedStates({ session, log: log.child({ component: "retained" }) });
+  const peripherals = createPeripherals({
+    peripherals: config.peripherals,
+    opener: deps.serial.opener,
+    lister: deps.serial.lister,
+    guard,
+    appendLogs(records) {
+      outbox.append(records.map((record) => ({ stream: "logs", ts: record.ts, body: record.body })));
+    },
+    recordEvent,
+    stateChanged: (state) => retained.set(topics.peripheralState(state.name), state),
+    newBackoff: deps.serial.newBackoff,
+    now: clock.now,
+    log: log.child({ component: "peripherals" }),
   });
 
   const presence = createPresence({
@@ -69,18 +97,14 @@ export function createAgent(deps: AgentDeps) {
       agentVersion: deps.agentVersion,
       model: config.model,
       components: {},
-      peripherals: [],
+      peripherals: peripherals.states().map((state) => ({
+        name: state.name,
+        driver: state.driver,
+        online: state.link === "online",
+      })),
       capabilities: [...CAPABILITIES],
     }),
   });
-
-  function recordEvent(event: AgentEvent): void {
-    try {
-      outbox.append([{ stream: "events", ts: clock.now(), body: { ...event } }]);
-    } catch (error) {
-      log.error({ err: error, event: event.type }, "could not store event");
-    }
-  }
 
   const eventLoop = createEventLoopSource();
   const heartbeat = createHeartbeat({
@@ -96,9 +120,12 @@ export function createAgent(deps: AgentDeps) {
       }),
       createProcessSource(),
       eventLoop,
+      { name: "peripherals", sample: peripherals.metrics },
+      { name: "scrub", sample: guard.metrics },
       ...deps.metricSources,
     ],
     record(ts, metrics) {
+      guard.tick();
       try {
         deps.reportDrops();
       } catch (error) {
@@ -136,12 +163,14 @@ export function createAgent(deps: AgentDeps) {
 
   return {
     presence,
+    peripherals,
     recordEvent,
 
     async start(): Promise<{ intake: { host: string; port: number } | undefined }> {
       for (const event of deps.startupEvents) recordEvent(event);
       const intake = await deps.intake?.start();
       publisher.start();
+      peripherals.start();
       session.start();
       heartbeat.start();
       await heartbeat.beatNow();
@@ -153,6 +182,7 @@ export function createAgent(deps: AgentDeps) {
       stopped ??= (async () => {
         log.info({}, "stopping");
         await deps.intake?.stop();
+        await peripherals.stop();
         await heartbeat.stop();
         eventLoop.stop();
         const drained = await publisher.drain(STOP_DRAIN_MS);

@@ -3,13 +3,17 @@ import { pino } from "pino";
 import { createAgent } from "./agent.js";
 import type { Config } from "./config/schema.js";
 import { createIntakeServer } from "./intake/server.js";
+import { createSerialOpener } from "./peripherals/node-serialport.js";
+import { createSysfsPortLister } from "./peripherals/sysfs-ports.js";
 import { createBackoff } from "./shared/backoff.js";
+import { createCardDataGuard } from "./shared/card-data-guard.js";
 import { systemClock } from "./shared/clock.js";
 import type { Logger } from "./shared/logger.js";
 import { readAgentVersion } from "./shared/version.js";
 import { createCountersFile } from "./store/counters-file.js";
 import { COUNTERS_FILE, openDatabase, quarantineEvent, walLimitFor } from "./store/database.js";
 import { createDropReport } from "./store/drop-report.js";
+import { createEventRecorder } from "./store/event-recorder.js";
 import { acquireDataDirLock } from "./store/lock.js";
 import { createMetaStore } from "./store/meta.js";
 import { createOutbox } from "./store/outbox.js";
@@ -49,6 +53,13 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
     maxRecordBytes: maxRecordBytes(config.outbox.maxMessageBytes),
   });
 
+  const recordEvent = createEventRecorder({ outbox, now: clock.now, log });
+  const guard = createCardDataGuard({
+    now: clock.now,
+    raise: recordEvent,
+    log: log.child({ component: "scrub" }),
+  });
+
   const topics = createTopics(config.tenant, config.deviceId);
   const session = createMqttSession({
     urls: config.mqtt.urls,
@@ -81,6 +92,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
           port: config.intake.port,
           outbox,
           now: clock.now,
+          guard,
           health: () => ({ connected: session.connection !== undefined, outbox: outbox.stats() }),
           log: log.child({ component: "intake" }),
         });
@@ -102,6 +114,14 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
     }),
     metricSources: [],
     startupEvents: opened.quarantine === undefined ? [] : [quarantineEvent(opened.quarantine)],
+    recordEvent,
+    guard,
+    serial: {
+      opener: createSerialOpener(),
+      lister: createSysfsPortLister(),
+      // Reopening a missing port costs one open(2): retry often, so a replugged device is back in seconds.
+      newBackoff: () => createBackoff({ initialMs: 1000, maxMs: 5000, floorMs: 1000, random: Math.random }),
+    },
     clock,
     log,
   });

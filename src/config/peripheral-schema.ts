@@ -3,6 +3,32 @@ import { FilePath, Name, NonEmptyString } from "./fields.js";
 
 const HexId = z.string().regex(/^[0-9A-Fa-f]{4}$/, "must be 4 hexadecimal digits");
 
+const LevelPattern = z
+  .strictObject({
+    level: z.enum(["error", "warn", "info", "debug"]).describe("Level given to lines that match."),
+    regex: z
+      .string()
+      .min(1, "must not be empty")
+      .refine(compiles, {
+        error: (issue) => `is not a valid regular expression: ${compileError(String(issue.input))}`,
+      })
+      .describe("JavaScript regular expression tested against each line."),
+  })
+  .describe("A line that matches `regex` gets `level`.");
+
+function compiles(source: string): boolean {
+  return compileError(source) === undefined;
+}
+
+function compileError(source: string): string | undefined {
+  try {
+    new RegExp(source);
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}
+
 export const SerialMatch = z
   .strictObject({
     vendorId: HexId.describe('USB vendor id, 4 hex digits, e.g. "0b00".'),
@@ -43,6 +69,13 @@ export const Peripheral = z
       .enum(["utf8", "latin1", "ascii"])
       .default("utf8")
       .describe("Text encoding of the device's output."),
+    levels: z
+      .array(LevelPattern)
+      .min(1, "must list at least one pattern, or be left out for the defaults")
+      .exactOptional()
+      .describe(
+        "Level detection for lines/jsonl drivers, first match wins; absent means the defaults (E/ W/ I/ D/, ERROR, [W], syslog <3>…).",
+      ),
   })
   .superRefine(
     (peripheral, ctx) => {

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { CardDataGuard } from "../shared/card-data-guard.js";
 import { isAgentError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { Outbox, OutboxStats, RecordInput } from "../store/outbox.js";
@@ -11,8 +12,8 @@ export interface IntakeOptions {
   outbox: Pick<Outbox, "append">;
   health: () => { connected: boolean; outbox: OutboxStats };
   now: () => number;
-  /** Applied to every log line before it is stored (card-data scrubbing plugs in here). */
-  prepareLine?: (source: string, line: string) => string;
+  /** Card-data scrubbing of every line, message and detail before it is stored (REFERENCE 4). */
+  guard: Pick<CardDataGuard, "line" | "value">;
   log: Logger;
 }
 
@@ -64,9 +65,16 @@ export function createIntakeServer(options: IntakeOptions) {
       if (path === "/v1/logs" || path === "/v1/events") {
         requireMethod(req, "POST");
         const items = parseArray(await readBody(req));
-        const records = path === "/v1/logs" ? logRecords(items) : eventRecords(items);
+        const prepared = path === "/v1/logs" ? logRecords(items) : eventRecords(items);
+        const records = prepared.filter((record): record is RecordInput => record !== undefined);
         const result = options.outbox.append(records);
-        send(res, 200, { accepted: records.length, firstSeq: result.firstSeq, lastSeq: result.lastSeq });
+        const withheld = prepared.length - records.length;
+        send(res, 200, {
+          accepted: records.length,
+          firstSeq: result.firstSeq,
+          lastSeq: result.lastSeq,
+          ...(withheld > 0 ? { withheld } : {}),
+        });
         return;
       }
       throw new HttpError(404, "BAD_REQUEST", [`no such endpoint: ${req.method} ${path}`]);
@@ -93,26 +101,27 @@ export function createIntakeServer(options: IntakeOptions) {
     }
   }
 
-  function logRecords(items: unknown[]): RecordInput[] {
+  // An item the scrubber could not vouch for is withheld (fail closed) and counted in the answer.
+  function logRecords(items: unknown[]): Array<RecordInput | undefined> {
     const parsed = validateItems(LogItem, items);
     if (!parsed.ok) throw new HttpError(400, "BAD_REQUEST", parsed.errors);
     const now = options.now();
-    return parsed.value.map((item) => ({
-      stream: "logs",
-      ts: item.ts ?? now,
-      body: {
-        source: item.source,
-        level: item.level,
-        line: options.prepareLine ? options.prepareLine(item.source, item.line) : item.line,
-      },
-    }));
+    return parsed.value.map((item) => {
+      const line = options.guard.line(item.source, item.line);
+      if (line === undefined) return undefined;
+      return { stream: "logs", ts: item.ts ?? now, body: { source: item.source, level: item.level, line } };
+    });
   }
 
-  function eventRecords(items: unknown[]): RecordInput[] {
+  function eventRecords(items: unknown[]): Array<RecordInput | undefined> {
     const parsed = validateItems(EventItem, items);
     if (!parsed.ok) throw new HttpError(400, "BAD_REQUEST", parsed.errors);
     const now = options.now();
-    return parsed.value.map(({ ts, ...body }) => ({ stream: "events", ts: ts ?? now, body }));
+    return parsed.value.map(({ ts, ...fields }) => {
+      const body = options.guard.value(fields.source ?? "intake", fields);
+      if (body === undefined) return undefined;
+      return { stream: "events", ts: ts ?? now, body };
+    });
   }
 
   return {

@@ -1,7 +1,7 @@
 import type { Clock } from "../shared/clock.js";
 import { errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import type { Outbox, Stream } from "../store/outbox.js";
+import type { Outbox, StoredRecord, Stream } from "../store/outbox.js";
 import { type Batch, buildBatches } from "./batch.js";
 import type { Connection, MqttSession } from "./mqtt-session.js";
 import type { Topics } from "./topics.js";
@@ -15,6 +15,11 @@ export interface PublisherOptions {
   /** Our own bound on unacknowledged messages: mqtt.js has none and silently fails past 65 535. */
   maxInflight: number;
   ackTimeoutMs: number;
+  /**
+   * The body as it may leave the device: card data is scrubbed before it is stored and checked again
+   * here (REFERENCE 4), so a hole upstream still cannot put a card number on the wire.
+   */
+  checkBody: (record: StoredRecord) => string;
   clock: Clock;
   log: Logger;
 }
@@ -84,7 +89,10 @@ export function createPublisher(options: PublisherOptions) {
   }
 
   function fillQueue(conn: Connection): boolean {
-    const rows = outbox.readAfter(cursor, PAGE_ROWS, PAGE_BYTES);
+    const rows = outbox.readAfter(cursor, PAGE_ROWS, PAGE_BYTES).map((row) => {
+      const body = options.checkBody(row);
+      return body === row.body ? row : { ...row, body };
+    });
     const last = rows.at(-1);
     if (last === undefined) return false;
     cursor = last.seq;

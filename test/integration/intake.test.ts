@@ -1,6 +1,8 @@
 import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createIntakeServer } from "../../src/intake/server.js";
+import { createCardDataGuard } from "../../src/shared/card-data-guard.js";
+import type { AgentEvent } from "../../src/shared/events.js";
 import { silentLogger } from "../../src/shared/logger.js";
 import { createCountersFile } from "../../src/store/counters-file.js";
 import { COUNTERS_FILE, openDatabase } from "../../src/store/database.js";
@@ -12,7 +14,6 @@ const ALL = Number.MAX_SAFE_INTEGER;
 
 interface IntakeOptions {
   maxRecordBytes?: number;
-  prepareLine?: (source: string, line: string) => string;
 }
 
 /** A real intake server on an ephemeral loopback port over a real outbox in a temp dir. */
@@ -31,6 +32,12 @@ async function startIntake(options: IntakeOptions = {}) {
     maxRecordBytes: options.maxRecordBytes ?? 256 * 1024,
   });
   let connected = false;
+  const raised: AgentEvent[] = [];
+  const guard = createCardDataGuard({
+    now: () => NOW,
+    raise: (event) => raised.push(event),
+    log: silentLogger,
+  });
   const server = createIntakeServer({
     host: "127.0.0.1",
     port: 0,
@@ -38,7 +45,7 @@ async function startIntake(options: IntakeOptions = {}) {
     health: () => ({ connected, outbox: outbox.stats() }),
     now: () => NOW,
     log: silentLogger,
-    ...(options.prepareLine === undefined ? {} : { prepareLine: options.prepareLine }),
+    guard,
   });
   const address = await server.start();
   onTestFinished(async () => {
@@ -62,6 +69,7 @@ async function startIntake(options: IntakeOptions = {}) {
 
   return {
     outbox,
+    raised,
     setConnected: (value: boolean) => {
       connected = value;
     },
@@ -137,16 +145,38 @@ describe("intake POST", () => {
     ]);
   });
 
-  it("stores the prepared line when a prepareLine function is given", async () => {
-    const intake = await startIntake({
-      prepareLine: (source, line) => `${source}:${line.replace(/\d{12,19}/g, "****")}`,
-    });
-    expect((await intake.post("/v1/logs", [log("pan 4111111111111111 read")])).status).toBe(200);
-    expect(JSON.parse(intake.outbox.readAfter(0, 10, ALL)[0]?.body ?? "")).toEqual({
-      source: "pinpad",
-      level: "info",
-      line: "pinpad:pan **** read",
-    });
+  it("stores lines and events with card numbers masked, and raises one high event per source", async () => {
+    const intake = await startIntake();
+    const answer = await intake.post("/v1/logs", [
+      log("pan 4111 1111 1111 1111 read"),
+      log("track ;4761739001010010=25121010000012300000?"),
+    ]);
+    expect(answer.status).toBe(200);
+    expect(
+      (
+        await intake.post("/v1/events", [
+          {
+            type: "payment.declined",
+            severity: "high",
+            source: "pos-app",
+            message: "card 5555555555554444",
+            details: { pan: 4111111111111111 },
+          },
+        ])
+      ).status,
+    ).toBe(200);
+    const stored = intake.outbox
+      .readAfter(0, 10, ALL)
+      .map((record) => record.body)
+      .join("\n");
+    for (const digits of ["4111", "4761739001010010", "5555555555554444"])
+      expect(stored).not.toContain(digits);
+    expect(stored).toContain("pan XXXX XXXX XXXX XXXX read");
+    expect(intake.raised.map((event) => [event.type, event.severity, event.source])).toEqual([
+      ["card_data.redacted", "high", "pinpad"],
+      ["card_data.redacted", "high", "pos-app"],
+    ]);
+    expect(JSON.stringify(intake.raised)).not.toMatch(/\d{12}/);
   });
 
   it("answers 200 with accepted 0 when the array is empty", async () => {

@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { createCardDataGuard } from "../../../src/shared/card-data-guard.js";
 import { systemClock } from "../../../src/shared/clock.js";
 import { silentLogger } from "../../../src/shared/logger.js";
 import { createCountersFile } from "../../../src/store/counters-file.js";
@@ -26,6 +27,7 @@ function setup(options: { maxInflight?: number; maxMessageBytes?: number; ackTim
     maxRecordBytes: 60 * 1024,
   });
   const fake = createFakeSession();
+  const guard = createCardDataGuard({ now: () => 1, raise: () => {}, log: silentLogger });
   const publisher = createPublisher({
     outbox,
     session: fake.session,
@@ -34,6 +36,7 @@ function setup(options: { maxInflight?: number; maxMessageBytes?: number; ackTim
     maxMessageBytes: options.maxMessageBytes ?? 65_536,
     maxInflight: options.maxInflight ?? 64,
     ackTimeoutMs: options.ackTimeoutMs ?? 30_000,
+    checkBody: (record) => guard.checkStored(record.stream, record.body),
     clock: systemClock,
     log: silentLogger,
   });
@@ -48,7 +51,7 @@ function setup(options: { maxInflight?: number; maxMessageBytes?: number; ackTim
         records: Array<{ seq: number; historical?: boolean }>;
       }
     ).records;
-  return { outbox, fake, publisher, seqsOf };
+  return { outbox, fake, publisher, seqsOf, guard };
 }
 
 /** Lets the publisher's setImmediate-scheduled pump and deletes run. */
@@ -69,6 +72,21 @@ describe("publisher", () => {
     fake.sent[0]?.ack();
     await settle();
     expect(outbox.stats().records).toBe(0);
+  });
+
+  it("masks card data that reached the outbox unscrubbed before it goes on the wire, and counts it", async () => {
+    const { outbox, fake, guard } = setup();
+    outbox.append([
+      log("pan 4111111111111111"),
+      { stream: "telemetry", ts: 1, body: { metrics: { "disk.totalBytes": 4111111111111111 } } },
+    ]);
+    fake.up();
+    await settle();
+    const wire = fake.sent.map((message) => message.payload).join("\n");
+    expect(wire).toContain('"line":"pan XXXXXXXXXXXXXXXX"');
+    // Telemetry holds only the agent's own numbers; they are not card data.
+    expect(wire).toContain('"disk.totalBytes":4111111111111111');
+    expect(guard.metrics()["agent.scrub.atPublish"]).toBe(1);
   });
 
   it("marks exactly the records created before the connection historical", async () => {
