@@ -5,11 +5,16 @@
 //   e2e      intake -> commit -> publish -> PUBACK -> delete, records/s
 //   drain    a backlog of BACKLOG records drained after the link comes back, records/s and RSS growth
 //   idle     agent RSS at rest vs a bare node process that has only imported the dependencies
-import { spawn } from "node:child_process";
+//   serial   lines/s from a PTY through framing, level, storm filter, scrubbing and SQLite commit, vs
+//            node-serialport's ReadlineParser alone on the same kind of PTY (needs socat)
+//   scrub    the card-data scrubber over a realistic log corpus, MB/s
+import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import mqtt from "mqtt";
+import { benchScrubber } from "./lib/bench-scrubber.mjs";
+import { benchSerialCapture } from "./lib/bench-serial.mjs";
 import { freePort } from "./lib/free-port.mjs";
 import { startMosquitto } from "./lib/mosquitto.mjs";
 import { startTcpProxy } from "./lib/tcp-proxy.mjs";
@@ -18,6 +23,7 @@ const ROOT = resolve(import.meta.dirname, "..");
 const RAW_MESSAGES = Number(process.env.BENCH_RAW ?? 50_000);
 const E2E_RECORDS = Number(process.env.BENCH_E2E ?? 100_000);
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
+const SERIAL_LINES = Number(process.env.BENCH_SERIAL_LINES ?? 200_000);
 const WORK = join(tmpdir(), `pos-bench-${process.pid}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const line200 = (i) => `bench record ${String(i).padStart(9, "0")} `.padEnd(200, "x");
@@ -200,6 +206,21 @@ async function main() {
     console.log(
       `idle RSS: agent ${mib(i.agentRss)}, bare node with the dependencies imported ${mib(i.bareRss)}`,
     );
+    const hasSocat = spawnSync("sh", ["-c", "command -v socat"]).status === 0;
+    const serial = hasSocat
+      ? await benchSerialCapture({ lines: SERIAL_LINES, dir: join(WORK, "serial") })
+      : undefined;
+    if (serial) {
+      console.log(
+        `serial capture of ${serial.lines} lines (${mib(serial.bytes)}): ReadlineParser ${serial.raw.toFixed(0)} lines/s, agent (parse, storm, scrub, commit) ${serial.pipeline.toFixed(0)} lines/s, ${serial.redactions} redactions`,
+      );
+    } else {
+      console.log("serial capture: skipped (socat is not installed)");
+    }
+    const scrub = benchScrubber({ megabytes: 50 });
+    console.log(
+      `card-data scrubber: ${scrub.mbPerSec.toFixed(1)} MB/s over ${(scrub.bytes / 1e6).toFixed(0)} MB`,
+    );
     console.log("\n| measure | value | target | result |\n|---|---|---|---|");
     const row = (name, value, target, pass) =>
       console.log(`| ${name} | ${value} | ${target} | ${pass ? "ok" : "MISSED"} |`);
@@ -222,6 +243,15 @@ async function main() {
       "<= 1.15x",
       i.agentRss / i.bareRss <= 1.15,
     );
+    if (serial) {
+      row(
+        "serial lines committed / ReadlineParser rate",
+        `${(serial.pipeline / serial.raw).toFixed(2)}x`,
+        ">= 0.5x",
+        serial.pipeline / serial.raw >= 0.5,
+      );
+    }
+    row("card-data scrubber", `${scrub.mbPerSec.toFixed(0)} MB/s`, ">= 50 MB/s", scrub.mbPerSec >= 50);
   } finally {
     await broker.stop();
     rmSync(WORK, { recursive: true, force: true });

@@ -10,7 +10,7 @@ const DIST = resolve(import.meta.dirname, "../../dist");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Logcat-like lines of about 100 bytes, all distinct; one in 200 carries a card number. */
-function corpus(count) {
+export function corpus(count) {
   const levels = ["I", "D", "W", "E"];
   const lines = [];
   for (let i = 0; i < count; i++) {
@@ -67,7 +67,7 @@ async function rawRate(path, data, count) {
   return count / seconds;
 }
 
-async function pipelineRate(path, data, count, dir) {
+export async function pipelineRate(path, data, count, dir) {
   const { openDatabase, COUNTERS_FILE, walLimitFor } = await import(`${DIST}/store/database.js`);
   const { createOutbox } = await import(`${DIST}/store/outbox.js`);
   const { createCountersFile } = await import(`${DIST}/store/counters-file.js`);
@@ -140,6 +140,7 @@ async function pipelineRate(path, data, count, dir) {
 
 /** Needs `npm run build` and socat. */
 export async function benchSerialCapture({ lines = 200_000, dir }) {
+  mkdirSync(dir, { recursive: true });
   const data = corpus(lines);
   const raw = await rawRate(join(dir, "tty-raw"), data, lines);
   const pipeline = await pipelineRate(join(dir, "tty-agent"), data, lines, join(dir, "agent"));

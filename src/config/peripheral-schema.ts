@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseDelimiter } from "./delimiter.js";
 import { FilePath, Name, NonEmptyString } from "./fields.js";
 
 const HexId = z.string().regex(/^[0-9A-Fa-f]{4}$/, "must be 4 hexadecimal digits");
@@ -63,8 +64,13 @@ export const Peripheral = z
     delimiter: z
       .string()
       .min(1, "must not be empty")
+      .refine((value) => delimiterProblem(value) === undefined, {
+        error: (issue) => delimiterProblem(String(issue.input)) ?? "is not a valid delimiter",
+      })
       .exactOptional()
-      .describe("Record delimiter for line-based drivers; absent means the driver's own (a newline)."),
+      .describe(
+        "Record delimiter for line-based drivers, at most 16 bytes; escapes \\n \\r \\t \\0 \\\\ \\xHH are read; absent means a newline.",
+      ),
     encoding: z
       .enum(["utf8", "latin1", "ascii"])
       .default("utf8")
@@ -112,3 +118,12 @@ export const Peripherals = z
     { when: (payload) => Array.isArray(payload.value) },
   )
   .describe("Serial peripherals to watch.");
+
+function delimiterProblem(value: string): string | undefined {
+  try {
+    parseDelimiter(value);
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}

@@ -54,7 +54,7 @@ export function createPeripherals(options: PeripheralsOptions) {
   const { log, guard } = options;
   const batcher = createLogBatcher({
     append: options.appendLogs,
-    maxRecords: options.batch?.maxRecords ?? 500,
+    maxRecords: options.batch?.maxRecords ?? 2000,
     maxDelayMs: options.batch?.maxDelayMs ?? 50,
     log,
   });

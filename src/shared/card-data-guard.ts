@@ -89,12 +89,13 @@ export function createCardDataGuard(options: CardDataGuardOptions) {
     },
 
     /**
-     * The second look, at a stored record's JSON just before it is published. Telemetry holds only the
-     * agent's own numbers and is passed as is. Finding anything here means a path skipped the first
-     * scrub: it is masked, counted and logged as a bug; a failure withholds the record's content.
+     * The second look at captured lines (the logs stream), just before they are published. Telemetry
+     * and events are the agent's own words (events from the intake were scrubbed on the way in), and
+     * their file names and counters would only give false hits. Finding anything here means a path
+     * skipped the first scrub: it is masked, counted and logged as a bug; a failure withholds the text.
      */
     checkStored(stream: string, body: string): string {
-      if (stream === "telemetry") return body;
+      if (stream !== "logs") return body;
       try {
         if (scrubCardData(body).redactions === 0) return body;
         const parsed = JSON.parse(body) as Record<string, unknown>;

@@ -66,7 +66,12 @@ describe("peripherals through the agent process", () => {
       link: "online",
       status: { online: true, paper: "ok", cover: "closed", cutter: "ok", error: "none" },
     });
-    expect(t.events("peripheral.link.online").map((event) => event.source)).toContain("printer");
+    // Events go through the outbox, the retained state straight out: either may arrive first.
+    await consumer.waitFor(
+      () => t.events("peripheral.link.online").some((event) => event.source === "printer"),
+      10_000,
+      "the printer's link.online event",
+    );
 
     t.printer.setState({ paper: "near_end" });
     await consumer.waitFor(

@@ -1,5 +1,6 @@
+import { parseDelimiter } from "../../config/delimiter.js";
 import { parseJsonLine } from "../protocols/jsonl.js";
-import { createLineFramer, type LineFramer, parseDelimiter } from "../protocols/line-framer.js";
+import { createLineFramer, type LineFramer } from "../protocols/line-framer.js";
 import { type LevelPattern, parseLogLine } from "../protocols/log-level.js";
 import type { CapturedLine, Driver, DriverContext } from "./driver.js";
 

@@ -202,6 +202,48 @@ describe("Config schema", () => {
     );
   });
 
+  it("names a bad delimiter escape and a level pattern that is not a regular expression", () => {
+    const problems = problemsOf(
+      withPeripherals([
+        {
+          name: "pinpad",
+          path: "/dev/ttyUSB0",
+          driver: "lines",
+          delimiter: "\\q",
+          levels: [
+            { level: "error", regex: "^E/" },
+            { level: "warn", regex: "([W]" },
+          ],
+        },
+      ]),
+    );
+    expect(problems).toEqual([
+      { path: "peripherals[0].delimiter", message: expect.stringContaining("unknown escape \\q") },
+      {
+        path: "peripherals[0].levels[1].regex",
+        message: expect.stringMatching(/^is not a valid regular expression: /),
+      },
+    ]);
+  });
+
+  it("reads delimiter escapes and keeps configured level patterns", () => {
+    const result = parseConfig(
+      withPeripherals([
+        {
+          name: "pinpad",
+          path: "/dev/ttyUSB0",
+          driver: "lines",
+          delimiter: "\\r\\n",
+          levels: [{ level: "error", regex: "FAIL" }],
+        },
+      ]),
+    );
+    expect(result.ok && result.value.peripherals[0]).toMatchObject({
+      delimiter: "\\r\\n",
+      levels: [{ level: "error", regex: "FAIL" }],
+    });
+  });
+
   it("refuses a maintenance window that is not HH:MM", () => {
     const problems = problemsOf({
       ...minimal,

@@ -1,12 +1,12 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { parseDelimiter } from "../../../src/config/delimiter.js";
 import {
   createLineFramer,
   DEFAULT_MAX_LINE_BYTES,
   type LineEncoding,
   type LineFramer,
   MAX_PORT_BUFFER_BYTES,
-  parseDelimiter,
 } from "../../../src/peripherals/protocols/line-framer.js";
 import { AgentError } from "../../../src/shared/errors.js";
 
