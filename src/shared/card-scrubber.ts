@@ -310,6 +310,8 @@ function applyMask(text: string, found: Findings): string {
 }
 
 /** Masks card numbers, track data and EMV card tags in `text` (the rule at the top of this file). */
+const NEXT_DIGIT = /[0-9]/g;
+
 export function scrubCardData(text: string): ScrubResult {
   const n = text.length;
   let found: Findings | undefined;
@@ -317,7 +319,9 @@ export function scrubCardData(text: string): ScrubResult {
   let i = 0;
   while (i < n) {
     if (!isDigitCode(text.charCodeAt(i))) {
-      i++;
+      // Most of a log line is not digits: the regex engine skips to the next one faster than a loop.
+      NEXT_DIGIT.lastIndex = i;
+      i = NEXT_DIGIT.test(text) ? NEXT_DIGIT.lastIndex - 1 : n;
       continue;
     }
     const start = i;
