@@ -35,7 +35,6 @@ export interface LineFramer {
 export const DEFAULT_MAX_LINE_BYTES = 8 * 1024;
 export const MAX_PORT_BUFFER_BYTES = 64 * 1024;
 const LF = 0x0a;
-const CR = 0x0d;
 
 // ANSI colour/cursor sequences (logcat -v color, busybox) would leave "[31m" behind once ESC is
 // dropped, so they go whole. Then C0 controls except TAB, DEL and C1 controls: bytes like these in a
