@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { isPlausibleTime } from "../shared/clock.js";
 import { SEVERITIES } from "../shared/events.js";
 
 /** Items of the local intake API (CONTRACT 11). Unknown fields are refused so typos are not lost silently. */
@@ -6,7 +7,12 @@ export const MAX_BODY_BYTES = 1024 * 1024;
 export const MAX_ITEMS = 10_000;
 
 const name = z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, "must be 1-64 characters of A-Z a-z 0-9 . _ : -");
-const ts = z.number().int().min(0).max(8_640_000_000_000_000).optional();
+// PLAUSIBLE_TIME_MS: also keeps a card number out of the one field that is not scrubbed.
+const ts = z
+  .number()
+  .int()
+  .refine(isPlausibleTime, "must be a time in ms since 1970, between the years 2000 and 2090")
+  .optional();
 
 export const LogItem = z.strictObject({
   source: name,

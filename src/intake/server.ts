@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { CardDataGuard } from "../shared/card-data-guard.js";
-import { isAgentError } from "../shared/errors.js";
+import { type AgentError, isAgentError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { Outbox, OutboxStats, RecordInput } from "../store/outbox.js";
 import { EventItem, LogItem, MAX_BODY_BYTES, MAX_ITEMS, validateItems } from "./schema.js";
@@ -18,6 +18,8 @@ export interface IntakeOptions {
 }
 
 const STOP_GRACE_MS = 2000;
+/** The tally name for card data found in what an app calls itself. */
+const INTAKE = "intake";
 
 class HttpError extends Error {
   constructor(
@@ -66,8 +68,14 @@ export function createIntakeServer(options: IntakeOptions) {
         requireMethod(req, "POST");
         const items = parseArray(await readBody(req));
         const prepared = path === "/v1/logs" ? logRecords(items) : eventRecords(items);
-        const records = prepared.filter((record): record is RecordInput => record !== undefined);
-        const result = options.outbox.append(records);
+        const records: RecordInput[] = [];
+        const itemIndex: number[] = [];
+        prepared.forEach((record, index) => {
+          if (record === undefined) return;
+          records.push(record);
+          itemIndex.push(index);
+        });
+        const result = appendNamingItems(records, itemIndex);
         const withheld = prepared.length - records.length;
         send(res, 200, {
           accepted: records.length,
@@ -81,17 +89,6 @@ export function createIntakeServer(options: IntakeOptions) {
     } catch (error) {
       if (error instanceof HttpError) {
         send(res, error.status, { code: error.code, errors: error.errors });
-      } else if (
-        isAgentError(error) &&
-        error.code === "TOO_LARGE" &&
-        typeof error.details?.index === "number"
-      ) {
-        // One item too large for an MQTT message (the outbox measures the JSON it stores): bad input.
-        const { index, size, limit } = error.details;
-        send(res, 400, {
-          code: "BAD_REQUEST",
-          errors: [`[${index}]: is ${size} bytes of JSON; at most ${limit}`],
-        });
       } else if (isAgentError(error)) {
         const status = error.code === "DISK_FULL" ? 507 : error.code === "TOO_LARGE" ? 413 : 500;
         send(res, status, { code: error.code, errors: [error.message] });
@@ -101,15 +98,31 @@ export function createIntakeServer(options: IntakeOptions) {
     }
   }
 
+  /** One item too large for an MQTT message (the outbox measures the JSON it stores) is bad input. */
+  function appendNamingItems(records: RecordInput[], itemIndex: readonly number[]) {
+    try {
+      return options.outbox.append(records);
+    } catch (error) {
+      const index = isAgentError(error) && error.code === "TOO_LARGE" ? error.details?.index : undefined;
+      if (typeof index !== "number") throw error;
+      const { size, limit } = (error as AgentError).details ?? {};
+      throw new HttpError(400, "BAD_REQUEST", [
+        `[${itemIndex[index]}]: is ${size} bytes of JSON; at most ${limit}`,
+      ]);
+    }
+  }
+
   // An item the scrubber could not vouch for is withheld (fail closed) and counted in the answer.
   function logRecords(items: unknown[]): Array<RecordInput | undefined> {
     const parsed = validateItems(LogItem, items);
     if (!parsed.ok) throw new HttpError(400, "BAD_REQUEST", parsed.errors);
     const now = options.now();
     return parsed.value.map((item) => {
-      const line = options.guard.line(item.source, item.line);
-      if (line === undefined) return undefined;
-      return { stream: "logs", ts: item.ts ?? now, body: { source: item.source, level: item.level, line } };
+      // The source is the app's own word too: it names tallies, events and metrics, so it is scrubbed first.
+      const source = options.guard.line(INTAKE, item.source);
+      const line = source === undefined ? undefined : options.guard.line(source, item.line);
+      if (source === undefined || line === undefined) return undefined;
+      return { stream: "logs", ts: item.ts ?? now, body: { source, level: item.level, line } };
     });
   }
 
@@ -118,7 +131,8 @@ export function createIntakeServer(options: IntakeOptions) {
     if (!parsed.ok) throw new HttpError(400, "BAD_REQUEST", parsed.errors);
     const now = options.now();
     return parsed.value.map(({ ts, ...fields }) => {
-      const body = options.guard.value(fields.source ?? "intake", fields);
+      const source = fields.source === undefined ? INTAKE : options.guard.line(INTAKE, fields.source);
+      const body = source === undefined ? undefined : options.guard.value(source, fields);
       if (body === undefined) return undefined;
       return { stream: "events", ts: ts ?? now, body };
     });

@@ -1,3 +1,4 @@
+import { isAgentError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 
 export interface LogRecord {
@@ -28,14 +29,29 @@ export function createLogBatcher(options: LogBatcherOptions) {
     clearTimeout(timer);
     timer = undefined;
     if (waiting.length === 0) return;
-    const records = waiting;
+    let records = waiting;
     waiting = [];
-    try {
-      options.append(records);
-    } catch (error) {
-      // The outbox counts what it refuses for quota; this is the count of the lines we lost here.
-      failed += records.length;
-      options.log.error({ err: error, records: records.length }, "could not store captured lines");
+    // The append is all or none; one line too large for a message must not take the others with it.
+    for (;;) {
+      try {
+        options.append(records);
+        return;
+      } catch (error) {
+        const index = isAgentError(error) && error.code === "TOO_LARGE" ? error.details?.index : undefined;
+        if (typeof index === "number" && records.length > 1) {
+          failed += 1;
+          options.log.warn(
+            { bytes: error instanceof Error ? error.message : "" },
+            "captured line too large for one message; dropped",
+          );
+          records = records.filter((_, i) => i !== index);
+          continue;
+        }
+        // A full quota is counted by the outbox as dropped; anything else is counted here.
+        if (!(isAgentError(error) && error.code === "DISK_FULL")) failed += records.length;
+        options.log.error({ err: error, records: records.length }, "could not store captured lines");
+        return;
+      }
     }
   }
 

@@ -1,11 +1,13 @@
 import type { Config } from "../config/schema.js";
 import type { Backoff } from "../shared/backoff.js";
 import type { CardDataGuard } from "../shared/card-data-guard.js";
+import { isPlausibleTime } from "../shared/clock.js";
 import type { AgentEvent } from "../shared/events.js";
 import type { Logger } from "../shared/logger.js";
 import type { CapturedLine, Driver, DriverContext } from "./drivers/driver.js";
 import { createEscPosDriver } from "./drivers/escpos-driver.js";
 import { createJsonlDriver, createLinesDriver } from "./drivers/text-drivers.js";
+import { createEventLimiter } from "./event-limiter.js";
 import { createLogBatcher, type LogRecord } from "./log-batcher.js";
 import { createLogStormFilter, type StormOptions, type StormRecord } from "./log-storm.js";
 import { type NormalisedStatus, statusChanges, statusWithoutReply } from "./protocols/escpos-status.js";
@@ -48,6 +50,7 @@ export interface PeripheralsOptions {
 }
 
 const TICK_MS = 1000;
+const EVENTS_PER_MINUTE = 30;
 
 /** Every configured peripheral: its serial link, its driver, and the way from bytes to stored records. */
 export function createPeripherals(options: PeripheralsOptions) {
@@ -65,6 +68,12 @@ export function createPeripherals(options: PeripheralsOptions) {
     const name = config.name;
     const unitLog = log.child({ peripheral: name });
     const storm = createLogStormFilter(options.storm);
+    const events = createEventLimiter({
+      source: name,
+      perMinute: EVENTS_PER_MINUTE,
+      now: options.now,
+      record: options.recordEvent,
+    });
     let withheld = 0;
     let lastStatus: NormalisedStatus | undefined;
     let state: PeripheralState = {
@@ -86,7 +95,7 @@ export function createPeripherals(options: PeripheralsOptions) {
     function store(records: readonly StormRecord[]): void {
       for (const record of records) {
         const line = guard.line(name, record.line);
-        // `fields` come from the device (jsonl) and are scrubbed; `deviceTs` is our parser's number.
+        // `fields` come from the device (jsonl) and are scrubbed; `deviceTs` is a plausible time.
         const extra = record.extra ?? {};
         const fields = extra.fields === undefined ? undefined : guard.value(name, extra.fields);
         if (line === undefined || (extra.fields !== undefined && fields === undefined)) {
@@ -107,7 +116,8 @@ export function createPeripherals(options: PeripheralsOptions) {
       log: unitLog,
       line(captured: CapturedLine) {
         const extra: Record<string, unknown> = {};
-        if (captured.ts !== undefined) extra.deviceTs = captured.ts;
+        // A device clock from before 2000 or after 2090 is wrong, or not a time at all.
+        if (captured.ts !== undefined && isPlausibleTime(captured.ts)) extra.deviceTs = captured.ts;
         if (captured.fields !== undefined) extra.fields = captured.fields;
         const record: StormRecord = { line: captured.line, level: captured.level, ts: options.now() };
         if (Object.keys(extra).length > 0) record.extra = extra;
@@ -117,7 +127,7 @@ export function createPeripherals(options: PeripheralsOptions) {
         const changes = statusChanges(lastStatus, next);
         lastStatus = next;
         for (const change of changes) {
-          options.recordEvent({ ...change, source: name, details: { status: next } });
+          events.record({ ...change, source: name, details: { status: next } });
         }
         if (!sameStatus(state.status, next)) publishState({ status: next });
       },
@@ -160,7 +170,7 @@ export function createPeripherals(options: PeripheralsOptions) {
       unitLog.info({ link: next.status, path: next.path, error: next.error }, `peripheral ${next.status}`);
       if (next.status === "online") {
         const moved = previous.path !== undefined && previous.path !== next.path;
-        options.recordEvent({
+        events.record({
           type: "peripheral.link.online",
           severity: "info",
           source: name,
@@ -168,7 +178,7 @@ export function createPeripherals(options: PeripheralsOptions) {
           details: moved ? { path: next.path, previousPath: previous.path } : { path: next.path },
         });
       } else if (next.status === "offline") {
-        options.recordEvent({
+        events.record({
           type: "peripheral.link.offline",
           severity: "medium",
           source: name,
@@ -189,6 +199,14 @@ export function createPeripherals(options: PeripheralsOptions) {
         driver.stop();
         await link.stop();
         store(storm.flushAll(options.now()));
+        // The retained state must not keep saying "online" for a port nobody watches any more.
+        const patch: Partial<PeripheralState> = {
+          link: "offline",
+          error: "agent stopped",
+          since: options.now(),
+        };
+        if (config.driver === "escpos") patch.status = statusWithoutReply(lastStatus);
+        publishState(patch);
       },
       tick(now: number) {
         store(storm.tick(now));
@@ -198,6 +216,7 @@ export function createPeripherals(options: PeripheralsOptions) {
           [`peripheral.${name}.online`]: state.link === "online" ? 1 : 0,
           [`peripheral.${name}.stormDropped`]: storm.dropped,
           [`peripheral.${name}.withheld`]: withheld,
+          [`peripheral.${name}.eventsSuppressed`]: events.suppressed,
         };
         for (const [key, value] of Object.entries(driver.counters())) {
           metrics[`peripheral.${name}.${key}`] = value;

@@ -42,6 +42,7 @@ export interface SerialLinkOptions {
 
 /** An open that lasted this long was a good one: the next reconnect starts from the shortest wait. */
 const STABLE_OPEN_MS = 10_000;
+const STOP_WAIT_MS = 2000;
 
 /**
  * Keeps one serial port open for as long as the agent runs: opens it, and whenever it closes (unplug,
@@ -61,6 +62,18 @@ export function createSerialLink(options: SerialLinkOptions) {
   let wake: (() => void) | undefined;
   let loop: Promise<void> | undefined;
 
+  /**
+   * The callbacks run inside serialport's emitter or this loop; a throw from one (a driver, a
+   * publish) must neither crash the daemon nor stop the link, so each is guarded here.
+   */
+  function guarded(what: string, callback: () => void): void {
+    try {
+      callback();
+    } catch (error) {
+      log.error({ err: error }, `peripheral ${what} handler failed`);
+    }
+  }
+
   function setState(status: LinkStatus, path: string | undefined, error: string | undefined): void {
     const previous = state;
     if (previous.status === status && previous.path === path && previous.error === error) return;
@@ -70,7 +83,8 @@ export function createSerialLink(options: SerialLinkOptions) {
       error,
       since: previous.status === status ? previous.since : options.now(),
     };
-    options.state(state, previous);
+    const next = state;
+    guarded("state", () => options.state(next, previous));
   }
 
   async function resolvePath(): Promise<string | { error: string }> {
@@ -107,7 +121,7 @@ export function createSerialLink(options: SerialLinkOptions) {
       opened = await options.opener.open(
         { path: resolved, ...options.framing },
         {
-          data: (chunk) => options.data(chunk),
+          data: (chunk) => guarded("data", () => options.data(chunk)),
           closed: (error) => closedWith(error),
         },
       );
@@ -125,10 +139,10 @@ export function createSerialLink(options: SerialLinkOptions) {
       log.info({ from: state.path, to: resolved }, "device re-enumerated under a new path");
     }
     setState("online", resolved, undefined);
-    options.attached(opened);
+    guarded("attach", () => options.attached(opened));
     const error = await closed;
     connection = undefined;
-    options.detached();
+    guarded("detach", () => options.detached());
     if (performance.now() - openedAt >= STABLE_OPEN_MS) options.backoff.reset();
     if (!stopped) setState("offline", resolved, errorMessage(error ?? new Error("closed")));
   }
@@ -160,11 +174,25 @@ export function createSerialLink(options: SerialLinkOptions) {
       });
     },
 
+    /** Closes the port; gives up waiting after STOP_WAIT_MS so a wedged device cannot hold up SIGTERM. */
     async stop(): Promise<void> {
       stopped = true;
       wake?.();
-      await connection?.close();
-      await loop;
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          log.warn({ path: state.path }, "the port did not close in time; stopping without it");
+          resolve();
+        }, STOP_WAIT_MS);
+      });
+      await Promise.race([
+        (async () => {
+          await connection?.close();
+          await loop;
+        })(),
+        timeout,
+      ]);
+      clearTimeout(timer);
     },
   };
 }

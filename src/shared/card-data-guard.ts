@@ -4,6 +4,8 @@ import type { Logger } from "./logger.js";
 
 /** After the first event of a source, further redactions are summed into one event per interval. */
 const DEFAULT_EVENT_INTERVAL_MS = 5 * 60_000;
+const MAX_SOURCES = 64;
+const OTHER_SOURCES = "other";
 
 export interface CardDataGuardOptions {
   now(): number;
@@ -29,7 +31,9 @@ export function createCardDataGuard(options: CardDataGuardOptions) {
   let failures = 0;
   let atPublish = 0;
 
-  function count(source: string, redactions: number): void {
+  function count(named: string, redactions: number): void {
+    // Sources come from apps and config; a bounded number of them get their own tally and metric.
+    const source = tallies.has(named) || tallies.size < MAX_SOURCES ? named : OTHER_SOURCES;
     let tally = tallies.get(source);
     if (tally === undefined) {
       tally = { total: 0, unreported: 0, lastRaisedAt: undefined };
@@ -113,7 +117,11 @@ export function createCardDataGuard(options: CardDataGuardOptions) {
         return JSON.stringify(result.value);
       } catch (error) {
         failed(stream, error);
-        return JSON.stringify({ withheld: "card-data check failed" });
+        return JSON.stringify({
+          source: "agent",
+          level: "error",
+          line: "[withheld: the card-data check failed]",
+        });
       }
     },
 

@@ -391,6 +391,11 @@ function walkValue(value: unknown, walk: Walk): unknown {
   if (typeof value === "number") {
     const size = Math.abs(value);
     if (!Number.isInteger(value) || size < 1e11 || size >= 1e19) return value;
+    // Above 2^53 JSON.parse has already rounded the digits, so Luhn says nothing: mask it whole.
+    if (!Number.isSafeInteger(value)) {
+      walk.redactions += 1;
+      return "X".repeat(String(value).length);
+    }
     return scrubNumberText(String(value), value, walk);
   }
   if (typeof value === "bigint") {

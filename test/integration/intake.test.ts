@@ -123,14 +123,14 @@ describe("intake POST", () => {
         source: "pos-app",
         message: "card declined",
         details: { code: 51 },
-        ts: 5,
+        ts: 1_700_000_000_005,
       }),
       { type: "app.started", severity: "info" },
     ]);
     expect(answer).toEqual({ status: 200, body: { accepted: 2, firstSeq: 2, lastSeq: 3 } });
     const rows = intake.outbox.readAfter(1, 100, ALL);
     expect(rows.map(({ seq, stream, ts }) => ({ seq, stream, ts }))).toEqual([
-      { seq: 2, stream: "events", ts: 5 },
+      { seq: 2, stream: "events", ts: 1_700_000_000_005 },
       { seq: 3, stream: "events", ts: NOW },
     ]);
     expect(rows.map((row) => JSON.parse(row.body))).toEqual([
@@ -177,6 +177,26 @@ describe("intake POST", () => {
       ["card_data.redacted", "high", "pos-app"],
     ]);
     expect(JSON.stringify(intake.raised)).not.toMatch(/\d{12}/);
+  });
+
+  it("refuses a ts that is no time (a card number put there is not stored)", async () => {
+    const intake = await startIntake();
+    const answer = await intake.post("/v1/logs", [{ ...log("ok"), ts: 4111111111111111 }]);
+    expect(answer.status).toBe(400);
+    expect(answer.body.errors).toEqual([
+      "[0].ts: must be a time in ms since 1970, between the years 2000 and 2090",
+    ]);
+    expect(intake.snapshot().records).toBe(0);
+  });
+
+  it("masks a card number used as the source name", async () => {
+    const intake = await startIntake();
+    expect((await intake.post("/v1/logs", [{ ...log("hello"), source: "4111111111111111" }])).status).toBe(
+      200,
+    );
+    const [row] = intake.outbox.readAfter(0, 10, ALL);
+    expect(JSON.parse(row?.body ?? "{}")).toMatchObject({ source: "XXXXXXXXXXXXXXXX", line: "hello" });
+    expect(JSON.stringify(intake.raised)).not.toContain("4111");
   });
 
   it("answers 200 with accepted 0 when the array is empty", async () => {
@@ -347,14 +367,17 @@ describe("intake health and routing", () => {
       body: { connected: false, outbox: { records: 0, bytes: 0, oldestTs: null } },
     });
 
-    await intake.post("/v1/logs", [log("a", { ts: 1_000 }), log("bb", { ts: 2_000 })]);
+    await intake.post("/v1/logs", [
+      log("a", { ts: 1_700_000_001_000 }),
+      log("bb", { ts: 1_700_000_002_000 }),
+    ]);
     intake.setConnected(true);
     const bytes =
       rowCost(Buffer.byteLength('{"source":"pinpad","level":"info","line":"a"}')) +
       rowCost(Buffer.byteLength('{"source":"pinpad","level":"info","line":"bb"}'));
     expect(await intake.request("GET", "/v1/health")).toEqual({
       status: 200,
-      body: { connected: true, outbox: { records: 2, bytes, oldestTs: 1_000 } },
+      body: { connected: true, outbox: { records: 2, bytes, oldestTs: 1_700_000_001_000 } },
     });
   });
 

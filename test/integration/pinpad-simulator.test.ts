@@ -21,6 +21,19 @@ async function waitFor(what: string, condition: () => boolean, timeoutMs = 10_00
   }
 }
 
+/** A hang shows up as a named failure, not as the test's timeout. */
+async function within<T>(what: string, promise: Promise<T>, timeoutMs = 10_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 interface Reader {
   port: SerialPort;
   lines: string[];
@@ -66,10 +79,10 @@ describe("pinpad simulator", () => {
     expect(sim.writeLine("MARKER one")).toBe(true);
     await waitFor("marker one", () => first.lines.includes("MARKER one"));
 
-    await sim.unplug();
+    await within("the unplug", sim.unplug());
     expect(existsSync(sim.path)).toBe(false);
     expect(sim.plugged).toBe(false);
-    const closeError = await first.closed;
+    const closeError = await within("the close after unplug", first.closed);
     expect((closeError as { disconnected?: boolean } | null)?.disconnected).toBe(true);
     expect(sim.writeLine("lost while unplugged")).toBe(false);
 
@@ -82,9 +95,9 @@ describe("pinpad simulator", () => {
     expect(sim.writeLine("MARKER two")).toBe(true);
     await waitFor("marker two", () => second.lines.includes("MARKER two"));
 
-    await sim.stop();
+    await within("the simulator to stop", sim.stop());
     expect(existsSync(sim.path)).toBe(false);
-    await second.closed;
+    await within("the close after stop", second.closed);
   });
 
   it("passes raw bytes unmodified, CR and NUL and 0xFF included", async () => {

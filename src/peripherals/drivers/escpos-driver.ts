@@ -1,4 +1,3 @@
-import { errorMessage } from "../../shared/errors.js";
 import { createReplySplitter, type EscPosReply } from "../protocols/escpos-replies.js";
 import {
   dleEotRequest,
@@ -112,7 +111,7 @@ export function createEscPosDriver(context: DriverContext, options: EscPosDriver
       cancel();
       const round = generation;
       next.write(ENABLE_ASB).catch((error: unknown) => {
-        context.log.warn({ error: errorMessage(error) }, "could not enable Automatic Status Back");
+        context.log.warn({ err: error }, "could not enable Automatic Status Back");
       });
       // First round at once, so a printer that is out of paper at start is reported at start.
       schedule(next, round, 0);

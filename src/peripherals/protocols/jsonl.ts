@@ -1,6 +1,7 @@
 // One JSON object a line (pino, bunyan, winston, logrus, zap and most embedded "structured" loggers).
 // When this returns ok:false the driver stores the raw line as a plain text log line instead (levels
 // from parseLogLine), so a device mixing JSON and text, or a line cut by noise, loses nothing.
+import { isPlausibleTime } from "../../shared/clock.js";
 import type { Result } from "../../shared/result.js";
 import {
   type LevelPattern,
@@ -51,7 +52,6 @@ const MESSAGE_KEYS = ["msg", "message"] as const;
 const TIME_KEYS = ["ts", "time", "timestamp"] as const;
 // Below this a number is seconds since epoch (1e11 s is the year 5138; 1e11 ms is 1973).
 const SECONDS_LIMIT = 1e11;
-const MAX_TIME_MS = 8.64e15;
 
 export function parseJsonLine(line: string, options: ParseJsonLineOptions = {}): Result<JsonLogLine, string> {
   let parsed: unknown;
@@ -135,6 +135,7 @@ function toEpochMs(value: unknown, now: number | undefined): number | undefined 
     return stamp !== undefined && stamp.end === trimmed.length ? stamp.ms : undefined;
   }
   if (typeof value !== "number" || !Number.isFinite(value) || value < 0) return undefined;
-  const ms = value < SECONDS_LIMIT ? value * 1000 : value;
-  return ms > MAX_TIME_MS ? undefined : Math.round(ms);
+  const ms = Math.round(value < SECONDS_LIMIT ? value * 1000 : value);
+  // Anything else stays in `fields`, where it is scrubbed: a card number in `ts` is not a time.
+  return isPlausibleTime(ms) ? ms : undefined;
 }

@@ -67,6 +67,7 @@ describe("Config schema", () => {
     ).toEqual([
       ["printer", "escpos", 115200, 8],
       ["pinpad", "lines", 115200, 8],
+      ["cardreader", "jsonl", 115200, 8],
     ]);
   });
 

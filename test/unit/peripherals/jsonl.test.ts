@@ -86,9 +86,15 @@ describe("parseJsonLine", () => {
   });
 
   it("prefers ts over time over timestamp and keeps the others as fields", () => {
-    const parsed = value('{"msg":"x","timestamp":3000,"time":2000,"ts":1000}');
-    expect(parsed.ts).toBe(1_000_000);
-    expect(parsed.fields).toEqual({ timestamp: 3000, time: 2000 });
+    const parsed = value('{"msg":"x","timestamp":1767225603,"time":1767225602,"ts":1767225601}');
+    expect(parsed.ts).toBe(1_767_225_601_000);
+    expect(parsed.fields).toEqual({ timestamp: 1767225603, time: 1767225602 });
+  });
+
+  it("keeps a time before 2000 or after 2090 as a field, not as the time", () => {
+    const parsed = value('{"msg":"x","ts":1000,"time":4111111111111111}');
+    expect(parsed.ts).toBeUndefined();
+    expect(parsed.fields).toEqual({ ts: 1000, time: 4111111111111111 });
   });
 
   it("puts every other field, nested ones included, into fields", () => {

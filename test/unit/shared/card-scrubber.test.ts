@@ -640,3 +640,14 @@ describe("scrubCardData: properties", () => {
     );
   });
 });
+
+describe("scrubValue with integers beyond 2^53", () => {
+  it("masks a 17 to 19-digit number whole, since JSON.parse already rounded its digits", () => {
+    // What JSON.parse makes of a 19-digit number: a double that no longer holds its digits.
+    const parsed = JSON.parse('{"pan":6212345678901234567}') as { pan: number };
+    expect(Number.isSafeInteger(parsed.pan)).toBe(false);
+    const result = scrubValue(parsed);
+    expect(result.value).toEqual({ pan: "X".repeat(String(parsed.pan).length) });
+    expect(result.redactions).toBe(1);
+  });
+});
