@@ -9,6 +9,15 @@ import { ReadlineParser, SerialPort } from "serialport";
 const DIST = resolve(import.meta.dirname, "../../dist");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** A lost line must end the bench with a message, not hang it. */
+async function until(done, describe, timeoutMs = 120_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${describe()}`);
+    await sleep(2);
+  }
+}
+
 /** Logcat-like lines of about 100 bytes, all distinct; one in 200 carries a card number. */
 export function corpus(count) {
   const levels = ["I", "D", "W", "E"];
@@ -40,6 +49,7 @@ async function startPtyWriter(path) {
     },
     stop: () =>
       new Promise((r) => {
+        if (child.exitCode !== null || child.signalCode !== null) return r();
         child.once("exit", r);
         child.kill("SIGTERM");
       }),
@@ -48,23 +58,26 @@ async function startPtyWriter(path) {
 
 async function rawRate(path, data, count) {
   const writer = await startPtyWriter(path);
-  const port = new SerialPort({ path, baudRate: 115200 });
-  await new Promise((r, j) => port.once("open", r).once("error", j));
-  const parser = port.pipe(new ReadlineParser({ delimiter: "\n" }));
-  let seen = 0;
-  const done = new Promise((r) =>
+  try {
+    const port = new SerialPort({ path, baudRate: 115200 });
+    await new Promise((r, j) => port.once("open", r).once("error", j));
+    const parser = port.pipe(new ReadlineParser({ delimiter: "\n" }));
+    let seen = 0;
     parser.on("data", () => {
       seen += 1;
-      if (seen === count) r();
-    }),
-  );
-  const t0 = performance.now();
-  await writer.send(data);
-  await done;
-  const seconds = (performance.now() - t0) / 1000;
-  await new Promise((r) => port.close(r));
-  await writer.stop();
-  return count / seconds;
+    });
+    const t0 = performance.now();
+    await writer.send(data);
+    await until(
+      () => seen >= count,
+      () => `ReadlineParser saw ${seen} of ${count} lines`,
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    await new Promise((r) => port.close(r));
+    return count / seconds;
+  } finally {
+    await writer.stop();
+  }
 }
 
 export async function pipelineRate(path, data, count, dir) {
@@ -125,17 +138,22 @@ export async function pipelineRate(path, data, count, dir) {
     storm: { ratePerSec: 1e9, burst: 1e9 },
   });
   const writer = await startPtyWriter(path);
-  peripherals.start();
-  await isOnline;
-  const t0 = performance.now();
-  await writer.send(data);
-  while (outbox.stats().records < count) await sleep(2);
-  const seconds = (performance.now() - t0) / 1000;
-  await peripherals.stop();
-  await writer.stop();
-  const redactions = guard.metrics()["agent.scrub.redactions"];
-  opened.db.close();
-  return { rate: count / seconds, redactions };
+  try {
+    peripherals.start();
+    await isOnline;
+    const t0 = performance.now();
+    await writer.send(data);
+    await until(
+      () => outbox.stats().records >= count,
+      () => `the agent committed ${outbox.stats().records} of ${count} lines`,
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    return { rate: count / seconds, redactions: guard.metrics()["agent.scrub.redactions"] };
+  } finally {
+    await peripherals.stop();
+    await writer.stop();
+    opened.db.close();
+  }
 }
 
 /** Needs `npm run build` and socat. */

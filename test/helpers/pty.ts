@@ -28,7 +28,10 @@ export async function startPty(path: string): Promise<PtyPeer> {
     started.stdout?.on("data", (chunk: Buffer) => chunks.push(chunk));
     child = started;
     for (let waited = 0; !existsSync(path); waited += 20) {
-      if (started.exitCode !== null || waited > 5000) throw new Error(`socat did not create ${path}`);
+      if (started.exitCode !== null || waited > 5000) {
+        started.kill("SIGKILL");
+        throw new Error(`socat did not create ${path}`);
+      }
       await sleep(20);
     }
   }
