@@ -3,21 +3,10 @@
 // addresses, versions, hashes, epoch-ms stamps), about 1 in 200 carrying a card number, a track or an
 // EMV TLV dump. Run `npm run build` first.
 import { scrubCardData } from "../../dist/shared/card-scrubber.js";
+import { prng } from "./prng.mjs";
 
 const POOL_LINES = 20_000;
 const WARMUP_BYTES = 2_000_000;
-
-/** mulberry32, so every run scrubs the same corpus. */
-function prng(seed) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function withLuhnCheckDigit(body) {
   let sum = 0;

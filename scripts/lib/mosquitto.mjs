@@ -7,31 +7,13 @@ import { connect } from "node:net";
 import { delimiter, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { freePort } from "./free-port.mjs";
+import { killOnExit } from "./kill-on-exit.mjs";
 
 const HOST = "127.0.0.1";
 const READY_TIMEOUT_MS = 10_000;
 const STOP_TIMEOUT_MS = 10_000;
 // After a stop the port can linger (TIME_WAIT, or a racing process); retry binding this long.
 const REBIND_WINDOW_MS = 5_000;
-
-/** @type {Set<import("node:child_process").ChildProcess>} */
-const live = new Set();
-let exitHookInstalled = false;
-
-function installExitHook() {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // 'exit' handlers must be synchronous: a plain SIGKILL to each broker still running.
-  process.on("exit", () => {
-    for (const child of live) {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
-    }
-  });
-}
 
 /**
  * Path of the mosquitto binary: /usr/sbin/mosquitto, else `mosquitto` on PATH.
@@ -180,7 +162,6 @@ export async function startMosquitto(options) {
   const configPath = join(dir, "mosquitto.conf");
   const logPath = join(dir, "mosquitto.log");
   await mkdir(dir, { recursive: true });
-  installExitHook();
 
   let port = options.port ?? (await freePort(HOST));
   /** @type {import("node:child_process").ChildProcess | undefined} */
@@ -212,9 +193,8 @@ export async function startMosquitto(options) {
     });
     proc.once("exit", (code, signal) => {
       exited = { code, signal };
-      live.delete(proc);
     });
-    live.add(proc);
+    killOnExit(proc);
 
     // Ready = our process is alive, says it is running, and the port accepts. The log check keeps
     // a foreign listener that grabbed the port first from passing for our broker; when extraConfig

@@ -67,3 +67,6 @@ export declare function dleEotByte(state: PrinterState, n: 1 | 2 | 3 | 4): numbe
 
 /** The ASB frame for a state. */
 export declare function asbFrame(state: PrinterState): [number, number, number, number];
+
+/** A ready printer: online, cover closed, paper in, no error. */
+export declare function initialPrinterState(): PrinterState;

@@ -12,6 +12,7 @@ import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { killOnExit } from "../lib/kill-on-exit.mjs";
 
 const DLE = 0x10;
 const EOT = 0x04;
@@ -23,23 +24,10 @@ const XOFF = 0x13;
 const READY_TIMEOUT_MS = 5_000;
 const STOP_TIMEOUT_MS = 2_000;
 
-/** @type {Set<import("node:child_process").ChildProcess>} */
-const live = new Set();
-let exitHookInstalled = false;
-
-function installExitHook() {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // 'exit' handlers must be synchronous: SIGKILL whatever socat is left (its link may then remain).
-  process.on("exit", () => {
-    for (const child of live) child.kill("SIGKILL");
-  });
-}
-
 /** @typedef {import("./escpos-printer.d.mts").PrinterState} PrinterState */
 
-/** @returns {PrinterState} */
-function initialState() {
+/** A ready printer: online, cover closed, paper in, no error. @returns {PrinterState} */
+export function initialPrinterState() {
   return {
     online: true,
     coverOpen: false,
@@ -170,9 +158,8 @@ export async function startPrinterSimulator({
   onEvent = () => {},
 }) {
   if (!path) throw new Error("startPrinterSimulator: path is required");
-  installExitHook();
 
-  let state = initialState();
+  let state = initialPrinterState();
   let asbMask = 0;
   let received = 0;
   /** Bytes of a command being recognised: DLE, DLE EOT/ENQ, GS or GS a. */
@@ -276,7 +263,8 @@ export async function startPrinterSimulator({
     // rawer: cfmakeraw on the PTY, no echo, no CR/NL mapping, no IXON: every byte passes unchanged.
     // STDIO is a pair of pipes here, binary-safe as they are. No -d: errors only (1.7 has no -d0).
     const proc = spawn(socat, [`PTY,link=${path},rawer`, "STDIO"], { stdio: ["pipe", "pipe", "pipe"] });
-    live.add(proc);
+    // Its link may remain after a SIGKILL; the next start removes it (removeStaleLink).
+    killOnExit(proc);
     child = proc;
     pending = [];
     /** @type {Error | undefined} */
@@ -285,7 +273,6 @@ export async function startPrinterSimulator({
       failed = err;
     });
     proc.once("exit", () => {
-      live.delete(proc);
       if (child === proc) child = undefined;
     });
     proc.stdin.on("error", () => {
@@ -330,7 +317,6 @@ export async function startPrinterSimulator({
         await exited;
       }
     }
-    live.delete(proc);
     removeStaleLink(path);
   }
 

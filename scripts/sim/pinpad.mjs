@@ -14,24 +14,14 @@ import { lstat, readlink, unlink } from "node:fs/promises";
 import { resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { killOnExit } from "../lib/kill-on-exit.mjs";
+import { prng } from "../lib/prng.mjs";
 
 const READY_TIMEOUT_MS = 5_000;
 const STOP_TIMEOUT_MS = 3_000;
 // Nobody reading the PTY: the kernel buffer fills, then socat blocks, then our pipe fills. Past this
 // many bytes queued in Node we drop lines, as a real device writing into an unread UART does.
 const MAX_QUEUED_BYTES = 64 * 1024;
-
-/** mulberry32, as test/helpers/prng.ts: the same seed gives the same lines on every machine. */
-function prng(seed) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Published test card numbers (Visa, Mastercard incl. a 2-series BIN, Amex, Discover): Luhn-valid,
 // never real accounts.
@@ -191,28 +181,6 @@ async function removeStaleLink(path, target) {
   }
 }
 
-/** @type {Set<{ child: import("node:child_process").ChildProcess | undefined, path: string, pty: string | undefined }>} */
-const live = new Set();
-let exitHookInstalled = false;
-
-function installExitHook() {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // 'exit' handlers must be synchronous: SIGKILL what is left and remove its link.
-  process.on("exit", () => {
-    for (const sim of live) {
-      try {
-        if (sim.child === undefined) continue;
-        sim.child.kill("SIGKILL");
-        // SIGKILL leaves socat's link behind: remove it if it is still the one to our PTY.
-        if (lstatSync(sim.path).isSymbolicLink() && readlinkSync(sim.path) === sim.pty) unlinkSync(sim.path);
-      } catch {
-        // already gone
-      }
-    }
-  });
-}
-
 /**
  * Start the simulator; resolves once the PTY link exists.
  * @param {import("./pinpad.d.mts").PinpadSimulatorOptions} options
@@ -231,8 +199,6 @@ export async function startPinpadSimulator(options) {
   let linesWritten = 0;
   let stderr = "";
   let stopped = false;
-  installExitHook();
-  live.add(state);
 
   async function spawnSocat() {
     // A link left by a run that was killed (SIGKILL skips socat's own cleanup) would block ours.
@@ -242,6 +208,10 @@ export async function startPinpadSimulator(options) {
     // (socat 1.7.4 has no -d0; without -d it prints only errors, which we keep for the message below.)
     const child = spawn("socat", [`PTY,link=${path},rawer`, "STDIO"], { stdio: ["pipe", "ignore", "pipe"] });
     state.child = child;
+    // SIGKILL leaves socat's link behind: remove it if it is still the one to our PTY.
+    killOnExit(child, () => {
+      if (lstatSync(path).isSymbolicLink() && readlinkSync(path) === state.pty) unlinkSync(path);
+    });
     child.stderr?.setEncoding("utf8");
     child.stderr?.on("data", (text) => {
       stderr = (stderr + text).slice(-4096);
@@ -304,12 +274,7 @@ export async function startPinpadSimulator(options) {
     if (pty !== undefined) await removeStaleLink(path, pty);
   }
 
-  try {
-    await spawnSocat();
-  } catch (error) {
-    live.delete(state);
-    throw error;
-  }
+  await spawnSocat();
   const timer = setInterval(() => {
     for (const item of generator.next()) {
       if (item.kind === "line") writeLine(item.text);
@@ -337,7 +302,6 @@ export async function startPinpadSimulator(options) {
       stopped = true;
       clearInterval(timer);
       await unplugNow();
-      live.delete(state);
     },
   };
 }

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   asbFrame,
   dleEotByte,
+  initialPrinterState,
   type PrinterSimulator,
   type PrinterSimulatorOptions,
   type PrinterState,
@@ -140,7 +141,7 @@ describe("ESC/POS printer simulator", () => {
     const sim = await printer();
     const side = await openAgentSide(sim.path);
     for (const [name, change, expected] of STATES) {
-      sim.setState({ ...initial(), ...change });
+      sim.setState({ ...initialPrinterState(), ...change });
       const replies = await pollRound(side);
       const state = sim.state;
       expect(replies, name).toEqual({
@@ -183,7 +184,7 @@ describe("ESC/POS printer simulator", () => {
     expect(sim.asbEnabled).toBe(true);
 
     for (const [name, change, expected] of STATES.slice(1)) {
-      sim.setState({ ...initial(), ...change });
+      sim.setState({ ...initialPrinterState(), ...change });
       const bytes = asbOf((await side.take(1))[0]);
       expect(bytes, name).toEqual(asbFrame(sim.state));
       expect(statusFromAsb(bytes), name).toEqual(expected);
@@ -390,18 +391,3 @@ describe("ESC/POS printer simulator", () => {
     expect(existsSync(path)).toBe(false);
   });
 });
-
-function initial(): PrinterState {
-  return {
-    online: true,
-    coverOpen: false,
-    paper: "ok",
-    cutterError: false,
-    mechanicalError: false,
-    unrecoverableError: false,
-    autoRecoverableError: false,
-    drawerHigh: false,
-    feedButton: false,
-    mute: false,
-  };
-}
