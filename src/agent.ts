@@ -7,6 +7,7 @@ import {
   createProcessSource,
   type MetricSource,
 } from "./metrics/heartbeat.js";
+import type { HostHealth } from "./metrics/host-health.js";
 import { createPeripherals } from "./peripherals/peripherals.js";
 import type { PortLister, SerialOpener } from "./peripherals/serial-port.js";
 import type { Backoff } from "./shared/backoff.js";
@@ -42,6 +43,10 @@ export interface AgentDeps {
   guard: CardDataGuard;
   /** The serial hardware boundary: real bindings in main.ts, PTYs or the mock binding in tests. */
   serial: { opener: SerialOpener; lister: PortLister; newBackoff: () => Backoff };
+  /** Host metrics, alert rules, reboot reasons and the clock check. */
+  hostHealth: HostHealth;
+  /** Folds old telemetry into aggregates when the outbox runs short of room. */
+  downsampler: { run(now: number): { folded: number; aggregates: number; freedBytes: number } };
   clock: Clock;
   log: Logger;
 }
@@ -51,13 +56,14 @@ export const CAPABILITIES = ["rebirth"] as const;
 /** Grace periods of a clean stop: send what we can, then say `offline`, then disconnect. */
 const STOP_DRAIN_MS = 3000;
 const STOP_OFFLINE_MS = 2000;
+const PRESSURE_RATIO = 0.8;
 
 /**
  * Wires the capabilities through their interfaces and owns start/stop order. Builds no adapter of its
  * own (main.ts does), so tests can assemble an agent around real or fake parts.
  */
 export function createAgent(deps: AgentDeps) {
-  const { config, outbox, meta, session, topics, clock, log, guard, recordEvent } = deps;
+  const { config, outbox, meta, session, topics, clock, log, guard, recordEvent, hostHealth } = deps;
 
   const publisher = createPublisher({
     outbox,
@@ -103,6 +109,7 @@ export function createAgent(deps: AgentDeps) {
         online: state.link === "online",
       })),
       capabilities: [...CAPABILITIES],
+      extra: { alerts: hostHealth.activeAlerts(), clockTrusted: hostHealth.clock.trusted() },
     }),
   });
 
@@ -122,6 +129,7 @@ export function createAgent(deps: AgentDeps) {
       eventLoop,
       { name: "peripherals", sample: peripherals.metrics },
       { name: "scrub", sample: guard.metrics },
+      ...hostHealth.sources,
       ...deps.metricSources,
     ],
     record(ts, metrics) {
@@ -131,11 +139,27 @@ export function createAgent(deps: AgentDeps) {
       } catch (error) {
         log.error({ err: error }, "could not record the drop report; it follows with the next heartbeat");
       }
+      relieveDiskPressure(ts);
       outbox.append([{ stream: "telemetry", ts, body: { metrics } }]);
+      hostHealth.observe(metrics, ts);
     },
     clock,
     log: log.child({ component: "heartbeat" }),
   });
+
+  /**
+   * Past 80 % of the quota, telemetry older than an hour becomes 5-minute aggregates before the drop
+   * order has to take anything (Memfault keeps days of health data this way).
+   */
+  function relieveDiskPressure(now: number): void {
+    if (outbox.stats().bytes <= PRESSURE_RATIO * config.outbox.maxBytes) return;
+    try {
+      const result = deps.downsampler.run(now);
+      if (result.folded > 0) log.info({ ...result }, "outbox under pressure: old telemetry downsampled");
+    } catch (error) {
+      log.error({ err: error }, "could not downsample telemetry; the drop order applies");
+    }
+  }
 
   // What `pos-agent status` shows about the link, noted as it changes.
   session.subscribe({
@@ -168,6 +192,7 @@ export function createAgent(deps: AgentDeps) {
 
     async start(): Promise<{ intake: { host: string; port: number } | undefined }> {
       for (const event of deps.startupEvents) recordEvent(event);
+      hostHealth.start();
       const intake = await deps.intake?.start();
       publisher.start();
       peripherals.start();
@@ -197,6 +222,7 @@ export function createAgent(deps: AgentDeps) {
         if (!said) log.warn({}, "could not publish offline state; the Will will say lost");
         await session.stop();
         publisher.stop();
+        hostHealth.cleanStop();
         log.info({}, "stopped");
       })();
       return stopped;

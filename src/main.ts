@@ -3,15 +3,19 @@ import { pino } from "pino";
 import { createAgent } from "./agent.js";
 import type { Config } from "./config/schema.js";
 import { createIntakeServer } from "./intake/server.js";
+import { createLinuxReaders } from "./metrics/host/linux-readers.js";
+import { createHostHealth } from "./metrics/host-health.js";
+import { readBootFacts } from "./metrics/reboot-reason.js";
 import { createSerialOpener } from "./peripherals/node-serialport.js";
 import { createSysfsPortLister } from "./peripherals/sysfs-ports.js";
 import { createBackoff } from "./shared/backoff.js";
 import { createCardDataGuard } from "./shared/card-data-guard.js";
 import { systemClock } from "./shared/clock.js";
 import type { Logger } from "./shared/logger.js";
-import { readAgentVersion } from "./shared/version.js";
+import { readAgentVersion, readBuildTime } from "./shared/version.js";
 import { createCountersFile } from "./store/counters-file.js";
 import { COUNTERS_FILE, openDatabase, quarantineEvent, walLimitFor } from "./store/database.js";
+import { createTelemetryDownsampler } from "./store/downsample.js";
 import { createDropReport } from "./store/drop-report.js";
 import { createEventRecorder } from "./store/event-recorder.js";
 import { acquireDataDirLock } from "./store/lock.js";
@@ -116,6 +120,24 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
     startupEvents: opened.quarantine === undefined ? [] : [quarantineEvent(opened.quarantine)],
     recordEvent,
     guard,
+    hostHealth: createHostHealth({
+      config,
+      readers: createLinuxReaders({ dataDir: config.dataDir }),
+      boot: readBootFacts({ bootIdFile: config.health.bootIdFile, now: clock.now }),
+      uptimeSec: () => readBootFacts({ bootIdFile: config.health.bootIdFile, now: clock.now }).uptimeSec,
+      buildTime: readBuildTime(),
+      agentVersion,
+      meta,
+      recordEvent,
+      clock,
+      log: log.child({ component: "health" }),
+    }),
+    downsampler: createTelemetryDownsampler({
+      db: opened.db,
+      olderThanMs: 3_600_000,
+      bucketMs: 300_000,
+      maxRows: 10_000,
+    }),
     serial: {
       opener: createSerialOpener(),
       lister: createSysfsPortLister(),

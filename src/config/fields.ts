@@ -78,3 +78,20 @@ export const MaintenanceWindow = z
     when: fieldsValid,
   })
   .describe("Updates are installed only inside this daily window (local time). Absent: any time.");
+
+/** A JavaScript regular expression, as written in the config; refused with the engine's own message. */
+export const RegexSource = z
+  .string()
+  .min(1, "must not be empty")
+  .refine((source) => regexProblem(source) === undefined, {
+    error: (issue) => `is not a valid regular expression: ${regexProblem(String(issue.input))}`,
+  });
+
+function regexProblem(source: string): string | undefined {
+  try {
+    new RegExp(source);
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}

@@ -1,34 +1,15 @@
 import { z } from "zod";
 import { parseDelimiter } from "./delimiter.js";
-import { FilePath, Name, NonEmptyString } from "./fields.js";
+import { FilePath, Name, NonEmptyString, RegexSource } from "./fields.js";
 
 const HexId = z.string().regex(/^[0-9A-Fa-f]{4}$/, "must be 4 hexadecimal digits");
 
 const LevelPattern = z
   .strictObject({
     level: z.enum(["error", "warn", "info", "debug"]).describe("Level given to lines that match."),
-    regex: z
-      .string()
-      .min(1, "must not be empty")
-      .refine(compiles, {
-        error: (issue) => `is not a valid regular expression: ${compileError(String(issue.input))}`,
-      })
-      .describe("JavaScript regular expression tested against each line."),
+    regex: RegexSource.describe("JavaScript regular expression tested against each line."),
   })
   .describe("A line that matches `regex` gets `level`.");
-
-function compiles(source: string): boolean {
-  return compileError(source) === undefined;
-}
-
-function compileError(source: string): string | undefined {
-  try {
-    new RegExp(source);
-    return undefined;
-  } catch (error) {
-    return error instanceof Error ? error.message : String(error);
-  }
-}
 
 export const SerialMatch = z
   .strictObject({

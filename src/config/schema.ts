@@ -10,6 +10,7 @@ import {
   Name,
   NonEmptyString,
   Percent,
+  RegexSource,
 } from "./fields.js";
 import { Peripherals } from "./peripheral-schema.js";
 
@@ -162,9 +163,44 @@ const Alerts = z
     memUsedPct: Percent.default(92).describe("Alert when memory use exceeds this (percent)."),
     batteryPct: Percent.default(15).describe("Alert when the battery falls below this (percent)."),
     cpuTempC: z.number().default(85).describe("Alert when the CPU is hotter than this (degrees Celsius)."),
+    minDurationSec: z
+      .int()
+      .min(0)
+      .max(86_400)
+      .default(60)
+      .describe(
+        "A threshold must stay crossed (or cleared) this long before an alert is raised (or cleared).",
+      ),
   })
   .prefault({})
-  .describe("Thresholds for health alerts (events).");
+  .describe("Thresholds for health alerts (events); each clears 5 points (or 5 °C) back past its threshold.");
+
+const WatchedProcess = z
+  .strictObject({
+    name: Name.describe("Name used in metrics (proc.{name}.alive) and events."),
+    match: RegexSource.describe("Regular expression tested against each process's full command line."),
+  })
+  .describe("A process to watch (the POS app).");
+
+const Health = z
+  .strictObject({
+    processes: z
+      .array(WatchedProcess)
+      .max(16, "at most 16 processes")
+      .default(() => [])
+      .describe("Processes whose liveness, restarts and memory are reported."),
+    slowSampleSec: z
+      .int()
+      .min(10)
+      .max(86_400)
+      .default(300)
+      .describe("Readers that cost more (Wi-Fi signal, battery health) run at most this often."),
+    bootIdFile: FilePath.default("/proc/sys/kernel/random/boot_id").describe(
+      "Where the kernel's boot id is read, to tell a device reboot from an agent restart.",
+    ),
+  })
+  .prefault({})
+  .describe("Host health sampling.");
 
 const Trust = z
   .strictObject({
@@ -233,6 +269,7 @@ export const Config = z
     outbox: Outbox,
     peripherals: Peripherals,
     alerts: Alerts,
+    health: Health,
     trust: Trust,
     commands: Commands,
     components: z

@@ -1,0 +1,88 @@
+import type { Config } from "../config/schema.js";
+import type { Clock } from "../shared/clock.js";
+import type { AgentEvent } from "../shared/events.js";
+import type { Logger } from "../shared/logger.js";
+import type { MetaStore } from "../store/meta.js";
+import { type ActiveAlert, alertRulesFromConfig, createAlertEngine } from "./alert-rules.js";
+import { type ClockSanity, createClockSanity } from "./clock-sanity.js";
+import type { MetricSource, Metrics } from "./heartbeat.js";
+import type { HostReaders } from "./host/host-readers.js";
+import { createHostSource } from "./host/host-source.js";
+import { createProcessWatch } from "./host/process-watch.js";
+import { type BootFacts, createRunJournal } from "./reboot-reason.js";
+
+export interface HostHealthOptions {
+  config: Pick<Config, "alerts" | "health">;
+  /** Linux readers, with a vendor bridge's overrides where the platform has one. */
+  readers: HostReaders;
+  boot: BootFacts;
+  /** Seconds since boot now; undefined where the platform hides it. */
+  uptimeSec: () => number | undefined;
+  buildTime: number;
+  agentVersion: string;
+  meta: Pick<MetaStore, "getJson" | "setJson">;
+  recordEvent: (event: AgentEvent) => void;
+  clock: Clock;
+  log: Logger;
+}
+
+/**
+ * Host health as one capability: the metric sources the heartbeat samples, the alert rules run over
+ * each sample, the reboot reason at start and the clean-stop marker at the end, and the clock check
+ * that later capabilities (update windows, certificate expiry) ask before trusting the time.
+ */
+export function createHostHealth(options: HostHealthOptions) {
+  const { config, clock, recordEvent } = options;
+  const journal = createRunJournal({ meta: options.meta, agentVersion: options.agentVersion });
+  const clockSanity: ClockSanity = createClockSanity({
+    clock,
+    buildTime: options.buildTime,
+    bootId: options.boot.bootId,
+    uptimeSec: options.uptimeSec,
+    meta: options.meta,
+  });
+  const alerts = createAlertEngine(
+    alertRulesFromConfig(config.alerts, { minDurationMs: config.alerts.minDurationSec * 1000 }),
+  );
+  const processes = createProcessWatch({ processes: config.health.processes, selfPid: process.pid });
+  const host = createHostSource({
+    readers: options.readers,
+    now: clock.monotonic,
+    log: options.log.child({ component: "host" }),
+    slowEveryMs: config.health.slowSampleSec * 1000,
+  });
+
+  const record = (events: readonly AgentEvent[]) => {
+    for (const event of events) recordEvent(event);
+  };
+
+  return {
+    sources: [host, processes] as readonly MetricSource[],
+
+    /** At start: why the agent (or the device) started, and whether the clock can be believed. */
+    start(): void {
+      record(journal.start(options.boot));
+      record(clockSanity.check());
+    },
+
+    /** After each heartbeat sample: alerts raised or cleared, processes that came or went, the clock. */
+    observe(metrics: Readonly<Metrics>, now: number): void {
+      record(alerts.evaluate(metrics, now));
+      record(processes.events());
+      record(clockSanity.check());
+    },
+
+    /** The alerts currently raised, for the birth message. */
+    activeAlerts(): ActiveAlert[] {
+      return alerts.active();
+    },
+
+    clock: clockSanity,
+
+    /** The last thing a clean stop does, so the next start knows it was not a crash. */
+    cleanStop(): void {
+      journal.cleanStop(clock.now());
+    },
+  };
+}
+export type HostHealth = ReturnType<typeof createHostHealth>;

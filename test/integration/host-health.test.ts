@@ -1,0 +1,91 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
+import { startAgent, writeAgentConfig } from "../helpers/agent-process.js";
+import { type ReceivedRecord, startConsumer } from "../helpers/consumer.js";
+import { suiteResources } from "../helpers/suite-resources.js";
+
+const HOST_METRICS = [
+  "cpu.loadPct",
+  "mem.usedPct",
+  "mem.availableBytes",
+  "disk.data.usedPct",
+  "disk.data.freeBytes",
+  "uptime.sec",
+];
+
+describe("host health through the agent process", () => {
+  const { dir, cleanups } = suiteResources("pos-health");
+
+  it("sends real host samples within two intervals", async () => {
+    const root = join(dir, "samples");
+    const broker = await startMosquitto({ dir: join(root, "broker") });
+    cleanups.push(() => broker.kill());
+    const config = await writeAgentConfig({ dir: root, brokerUrl: broker.url, telemetryIntervalSec: 1 });
+    const consumer = await startConsumer({
+      url: broker.url,
+      clientId: "health-samples",
+      topics: [`${config.root}/telemetry`],
+    });
+    cleanups.push(() => consumer.close());
+    const agent = await startAgent(config);
+    cleanups.push(() => agent.kill("SIGKILL"));
+
+    const withHost = () =>
+      [...consumer.records.values()].filter(
+        (record) => (record.metrics as Record<string, number> | undefined)?.["mem.usedPct"] !== undefined,
+      );
+    await consumer.waitFor(() => withHost().length >= 2, 10_000, "two heartbeats with host metrics");
+    const metrics = withHost().at(-1)?.metrics as Record<string, number>;
+    for (const name of HOST_METRICS) expect(metrics[name], name).toBeTypeOf("number");
+    expect(metrics["mem.usedPct"]).toBeGreaterThan(0);
+    expect(metrics["mem.usedPct"]).toBeLessThanOrEqual(100);
+    expect(metrics["disk.data.freeBytes"]).toBeGreaterThan(0);
+    expect(metrics["uptime.sec"]).toBeGreaterThan(0);
+    // Absent sensors are absent, never 0 (this machine may have no battery or thermal zone).
+    for (const name of ["battery.pct", "cpu.tempC"]) {
+      if (name in metrics) expect(metrics[name]).toBeGreaterThan(0);
+    }
+  });
+
+  it("tells a clean restart, a crash and a device reboot apart", async () => {
+    const root = join(dir, "reboot");
+    const broker = await startMosquitto({ dir: join(root, "broker") });
+    cleanups.push(() => broker.kill());
+    const bootIdFile = join(root, "boot_id");
+    writeFileSync(bootIdFile, "0b6a2c1e-0000-4000-8000-000000000001\n");
+    const config = await writeAgentConfig({
+      dir: root,
+      brokerUrl: broker.url,
+      extra: { health: { bootIdFile } },
+    });
+    const consumer = await startConsumer({
+      url: broker.url,
+      clientId: "health-reboot",
+      topics: [`${config.root}/events`],
+    });
+    cleanups.push(() => consumer.close());
+    const startEvents = () =>
+      [...consumer.records.values()].filter((record) =>
+        ["agent.started", "agent.restart", "device.reboot"].includes(String(record.type)),
+      );
+    async function run(stop: "SIGTERM" | "SIGKILL", expected: number): Promise<ReceivedRecord> {
+      const agent = await startAgent(config);
+      cleanups.push(() => agent.kill("SIGKILL"));
+      await consumer.waitFor(() => startEvents().length === expected, 15_000, `start event ${expected}`);
+      const event = startEvents().at(-1) as ReceivedRecord;
+      await agent.kill(stop);
+      return event;
+    }
+
+    expect(await run("SIGTERM", 1)).toMatchObject({ type: "agent.started", severity: "info" });
+    expect(await run("SIGKILL", 2)).toMatchObject({ type: "agent.restart", severity: "info" });
+    const crash = await run("SIGTERM", 3);
+    expect(crash).toMatchObject({ type: "agent.restart", severity: "medium" });
+    expect(JSON.stringify(crash)).toContain("crash");
+    writeFileSync(bootIdFile, "0b6a2c1e-0000-4000-8000-000000000002\n");
+    const reboot = await run("SIGTERM", 4);
+    expect(reboot).toMatchObject({ type: "device.reboot" });
+  });
+});

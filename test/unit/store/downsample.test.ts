@@ -1,0 +1,77 @@
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { silentLogger } from "../../../src/shared/logger.js";
+import { createCountersFile } from "../../../src/store/counters-file.js";
+import { COUNTERS_FILE, openDatabase } from "../../../src/store/database.js";
+import { createTelemetryDownsampler } from "../../../src/store/downsample.js";
+import { createOutbox } from "../../../src/store/outbox.js";
+import { makeTmpDir } from "../../helpers/tmp-dir.js";
+
+const HOUR = 3_600_000;
+const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
+const ALL = Number.MAX_SAFE_INTEGER;
+
+function setup() {
+  const dir = makeTmpDir("downsample");
+  const opened = openDatabase({
+    dataDir: dir,
+    log: silentLogger,
+    now: () => NOW,
+    walLimitBytes: 1024 * 1024,
+  });
+  const outbox = createOutbox({
+    db: opened.db,
+    counters: createCountersFile(join(dir, COUNTERS_FILE)),
+    maxBytes: 64 * 1024 * 1024,
+    maxRecordBytes: 60 * 1024,
+  });
+  const downsampler = createTelemetryDownsampler({
+    db: opened.db,
+    olderThanMs: HOUR,
+    bucketMs: 300_000,
+    maxRows: 10_000,
+  });
+  return { outbox, downsampler, close: () => opened.db.close() };
+}
+
+describe("telemetry downsampling in the outbox", () => {
+  it("folds telemetry older than an hour into 5-minute aggregates, keeping recent samples and other streams", () => {
+    const { outbox, downsampler, close } = setup();
+    // Two hours of one sample a minute, with a log line in between.
+    for (let minute = 120; minute > 0; minute--) {
+      outbox.append([
+        { stream: "telemetry", ts: NOW - minute * 60_000, body: { metrics: { "cpu.loadPct": minute } } },
+      ]);
+    }
+    outbox.append([
+      { stream: "logs", ts: NOW - 2 * HOUR, body: { source: "pinpad", level: "info", line: "kept" } },
+    ]);
+    const before = outbox.stats();
+
+    const result = downsampler.run(NOW);
+    expect(result.folded).toBe(60);
+    expect(result.aggregates).toBe(12);
+    expect(result.freedBytes).toBeGreaterThan(0);
+
+    const after = outbox.stats();
+    expect(after.streams.telemetry.records).toBe(before.streams.telemetry.records - 60 + 12);
+    expect(after.streams.logs.records).toBe(1);
+    expect(after.bytes).toBe(before.bytes - result.freedBytes);
+    const rows = outbox.readAfter(0, ALL, ALL).filter((row) => row.stream === "telemetry");
+    const first = JSON.parse(rows[0]?.body ?? "{}");
+    // Minutes 120..116 before now: one 5-minute bucket, min/max/avg exact.
+    expect(first).toEqual({
+      metrics: { "cpu.loadPct": 118 },
+      min: { "cpu.loadPct": 116 },
+      max: { "cpu.loadPct": 120 },
+      aggregate: { count: 5, fromSeq: 1, toSeq: 5, periodSec: 300 },
+    });
+    // The aggregate takes the seq of the last row it replaces, so a late PUBACK for the first ones cannot delete it.
+    expect(rows[0]?.seq).toBe(5);
+    // The last hour is untouched.
+    expect(rows.filter((row) => !row.body.includes('"aggregate"'))).toHaveLength(60);
+    // A second pass finds nothing more to fold.
+    expect(downsampler.run(NOW).folded).toBe(0);
+    close();
+  });
+});
