@@ -141,7 +141,8 @@ export function createAgent(deps: AgentDeps) {
       }
       relieveDiskPressure(ts);
       outbox.append([{ stream: "telemetry", ts, body: { metrics } }]);
-      hostHealth.observe(metrics, ts);
+      // The retained birth lists the active alerts; keep it true when they change.
+      if (hostHealth.observe(metrics, ts)) presence.rebirth();
     },
     clock,
     log: log.child({ component: "heartbeat" }),

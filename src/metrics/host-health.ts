@@ -65,11 +65,16 @@ export function createHostHealth(options: HostHealthOptions) {
       record(clockSanity.check());
     },
 
-    /** After each heartbeat sample: alerts raised or cleared, processes that came or went, the clock. */
-    observe(metrics: Readonly<Metrics>, now: number): void {
-      record(alerts.evaluate(metrics, now));
+    /**
+     * After each heartbeat sample: alerts raised or cleared, processes that came or went, the clock.
+     * True when the set of active alerts changed (the birth message lists them).
+     */
+    observe(metrics: Readonly<Metrics>, now: number): boolean {
+      const changes = alerts.evaluate(metrics, now);
+      record(changes);
       record(processes.events());
       record(clockSanity.check());
+      return changes.length > 0;
     },
 
     /** The alerts currently raised, for the birth message. */

@@ -49,6 +49,54 @@ describe("host health through the agent process", () => {
     }
   });
 
+  it("raises an alert once from real samples, lists it in the birth, and does not repeat it", async () => {
+    const root = join(dir, "alerts");
+    const broker = await startMosquitto({ dir: join(root, "broker") });
+    cleanups.push(() => broker.kill());
+    // Any machine uses more than 1 % of its memory: the rule must fire, once.
+    const config = await writeAgentConfig({
+      dir: root,
+      brokerUrl: broker.url,
+      telemetryIntervalSec: 1,
+      extra: { alerts: { memUsedPct: 1, minDurationSec: 1 } },
+    });
+    const consumer = await startConsumer({
+      url: broker.url,
+      clientId: "health-alerts",
+      topics: [`${config.root}/#`],
+    });
+    cleanups.push(() => consumer.close());
+    const agent = await startAgent(config);
+    cleanups.push(() => agent.kill("SIGKILL"));
+
+    const raised = () => [...consumer.records.values()].filter((record) => record.type === "alert.raised");
+    await consumer.waitFor(() => raised().length === 1, 15_000, "the memory alert");
+    expect(raised()[0]).toMatchObject({
+      severity: "medium",
+      source: "host",
+      details: { alert: "mem.usedPct", threshold: 1 },
+    });
+    const beats = () =>
+      [...consumer.records.values()].filter((record) => record.metrics !== undefined).length;
+    const seen = beats();
+    await consumer.waitFor(() => beats() >= seen + 3, 10_000, "three more heartbeats");
+    expect(raised()).toHaveLength(1);
+
+    // After a restart the alert is raised again, and the retained birth is republished to list it.
+    await agent.kill("SIGTERM");
+    const again = await startAgent(config);
+    cleanups.push(() => again.kill("SIGKILL"));
+    const births = () =>
+      consumer.messages.filter(
+        (message) => message.topic === `${config.root}/state` && message.payload.state === "ready",
+      );
+    await consumer.waitFor(
+      () => births().some((birth) => JSON.stringify(birth.payload.alerts ?? []).includes("mem.usedPct")),
+      15_000,
+      "a birth listing the alert",
+    );
+  });
+
   it("tells a clean restart, a crash and a device reboot apart", async () => {
     const root = join(dir, "reboot");
     const broker = await startMosquitto({ dir: join(root, "broker") });
