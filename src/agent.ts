@@ -109,7 +109,11 @@ export function createAgent(deps: AgentDeps) {
         online: state.link === "online",
       })),
       capabilities: [...CAPABILITIES],
-      extra: { alerts: hostHealth.activeAlerts(), clockTrusted: hostHealth.clock.trusted() },
+      extra: {
+        ...hostHealth.systemFacts(),
+        alerts: hostHealth.activeAlerts(),
+        clockTrusted: hostHealth.clock.trusted(),
+      },
     }),
   });
 
@@ -193,7 +197,7 @@ export function createAgent(deps: AgentDeps) {
 
     async start(): Promise<{ intake: { host: string; port: number } | undefined }> {
       for (const event of deps.startupEvents) recordEvent(event);
-      hostHealth.start();
+      hostHealth.start(() => presence.rebirth());
       const intake = await deps.intake?.start();
       publisher.start();
       peripherals.start();

@@ -53,24 +53,34 @@ async function run(args: string[]): Promise<number> {
   if (values.help) return help("run");
   if (positionals.length > 0) throw new UsageError(`pos-agent run: unexpected argument "${positionals[0]}"`);
   const { config } = loadConfigOrThrow(values.config);
-  const handle = await runAgent(config);
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        process.stderr.write(`pos-agent: second ${signal}; exiting at once\n`);
-        process.exit(1);
-      }
-      stopping = true;
-      handle.stop().then(resolve, (error: unknown) => {
+  // Handlers go in before the start: a SIGTERM while the agent starts (a service manager that gives
+  // up, a fast restart) must still end in a clean stop, not in the default action that looks like a crash.
+  let stopping = false;
+  let startedHandle: Awaited<ReturnType<typeof runAgent>> | undefined;
+  let stopRequested: () => void = () => {};
+  const stopped = new Promise<void>((resolve) => {
+    stopRequested = () => {
+      if (startedHandle === undefined) return; // stopped as soon as the start completes
+      startedHandle.stop().then(resolve, (error: unknown) => {
         process.stderr.write(`pos-agent: clean stop failed: ${(error as Error).message}\n`);
         process.exitCode = 1;
         resolve();
       });
     };
-    process.on("SIGTERM", onSignal);
-    process.on("SIGINT", onSignal);
   });
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      process.stderr.write(`pos-agent: second ${signal}; exiting at once\n`);
+      process.exit(1);
+    }
+    stopping = true;
+    stopRequested();
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  startedHandle = await runAgent(config);
+  if (stopping) stopRequested();
+  await stopped;
   return Number(process.exitCode ?? 0);
 }
 

@@ -9,6 +9,7 @@ import type { MetricSource, Metrics } from "./heartbeat.js";
 import type { HostReaders } from "./host/host-readers.js";
 import { createHostSource } from "./host/host-source.js";
 import { createProcessWatch } from "./host/process-watch.js";
+import { readSystemFacts, type SystemFacts } from "./host/system-facts.js";
 import { type BootFacts, createRunJournal } from "./reboot-reason.js";
 
 export interface HostHealthOptions {
@@ -52,6 +53,8 @@ export function createHostHealth(options: HostHealthOptions) {
     slowEveryMs: config.health.slowSampleSec * 1000,
   });
 
+  let systemFacts: SystemFacts | undefined;
+
   const record = (events: readonly AgentEvent[]) => {
     for (const event of events) recordEvent(event);
   };
@@ -59,10 +62,22 @@ export function createHostHealth(options: HostHealthOptions) {
   return {
     sources: [host, processes] as readonly MetricSource[],
 
-    /** At start: why the agent (or the device) started, and whether the clock can be believed. */
-    start(): void {
+    /**
+     * At start: why the agent (or the device) started, and whether the clock can be believed. The OS
+     * and hardware identity follows off the start path; `factsReady` is called when it is known.
+     */
+    start(factsReady: () => void): void {
       record(journal.start(options.boot));
       record(clockSanity.check());
+      void readSystemFacts(options.log).then((facts) => {
+        systemFacts = facts;
+        if (facts !== undefined) factsReady();
+      });
+    },
+
+    /** OS and hardware identity for the birth message, once read. */
+    systemFacts(): SystemFacts | undefined {
+      return systemFacts;
     },
 
     /**

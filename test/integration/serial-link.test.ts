@@ -10,7 +10,7 @@ import { createFakeSysfs } from "../helpers/fake-sysfs.js";
 import { startPty } from "../helpers/pty.js";
 import { makeTmpDir } from "../helpers/tmp-dir.js";
 
-async function until(check: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
+async function until(check: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
