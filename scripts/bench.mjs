@@ -8,11 +8,14 @@
 //   serial   lines/s from a PTY through framing, level, storm filter, scrubbing and SQLite commit, vs
 //            node-serialport's ReadlineParser alone on the same kind of PTY (needs socat)
 //   scrub    the card-data scrubber over a realistic log corpus, MB/s
+//   host     each systeminformation call's cost, and the host sampling's CPU per hour at a 10 s
+//            interval vs an idle node process, with the longest event-loop stall it caused
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import mqtt from "mqtt";
+import { benchHost } from "./lib/bench-host.mjs";
 import { benchScrubber } from "./lib/bench-scrubber.mjs";
 import { benchSerialCapture } from "./lib/bench-serial.mjs";
 import { freePort } from "./lib/free-port.mjs";
@@ -173,7 +176,7 @@ async function idle(brokerPort) {
     [
       "--input-type=module",
       "-e",
-      "await Promise.all(['mqtt','better-sqlite3','zod','pino'].map((m) => import(m))); setTimeout(() => {}, 60000);",
+      "await Promise.all(['mqtt','better-sqlite3','zod','pino','serialport','systeminformation'].map((m) => import(m))); setTimeout(() => {}, 60000);",
     ],
     { cwd: ROOT, stdio: "ignore" },
   );
@@ -221,6 +224,20 @@ async function main() {
     console.log(
       `card-data scrubber: ${scrub.mbPerSec.toFixed(1)} MB/s over ${(scrub.bytes / 1e6).toFixed(0)} MB`,
     );
+    const host = await benchHost({ samples: 8, dataDir: WORK });
+    console.log("\nsysteminformation calls (ms: first / median; spawns; worst event-loop stall):");
+    for (const call of host.calls) {
+      console.log(
+        `  ${call.name.padEnd(18)} ${call.firstMs.toFixed(1).padStart(7)} / ${call.medianMs.toFixed(1).padStart(6)} ms  spawns ${String(call.spawns).padStart(2)} (pids ${String(call.pidsCreated).padStart(3)})  stall ${call.stallMs.toFixed(0).padStart(3)} ms${call.error ? `  ${call.error}` : ""}`,
+      );
+    }
+    console.log("our readers (/proc, /sys, statfs; median ms):");
+    for (const reader of host.readers)
+      console.log(`  ${reader.name.padEnd(18)} ${reader.medianMs.toFixed(2)} ms`);
+    console.log(
+      `host sampling: ${host.source.cpuMsPerSample.toFixed(2)} ms CPU a sample (${host.source.metrics} metrics, ${host.source.spawns} spawns) = ${host.source.cpuSecPerHourAt10s.toFixed(2)} CPU s/hour at 10 s; idle node ${host.source.idleNodeCpuSecPerHour.toFixed(2)} CPU s/hour; process watch scan of ${host.processWatch.processes} processes ${host.processWatch.medianMs.toFixed(2)} ms`,
+    );
+    const aboveIdlePct = ((host.source.cpuSecPerHourAt10s - host.source.idleNodeCpuSecPerHour) / 3600) * 100;
     console.log("\n| measure | value | target | result |\n|---|---|---|---|");
     const row = (name, value, target, pass) =>
       console.log(`| ${name} | ${value} | ${target} | ${pass ? "ok" : "MISSED"} |`);
@@ -252,6 +269,18 @@ async function main() {
       );
     }
     row("card-data scrubber", `${scrub.mbPerSec.toFixed(0)} MB/s`, ">= 50 MB/s", scrub.mbPerSec >= 50);
+    row(
+      "host sampling at 10 s, CPU above an idle node",
+      `${aboveIdlePct.toFixed(3)} % of a core`,
+      "<= 0.5 %",
+      aboveIdlePct <= 0.5,
+    );
+    row(
+      "longest event-loop stall from sampling",
+      `${host.source.stallMs.toFixed(0)} ms`,
+      "<= 20 ms",
+      host.source.stallMs <= 20,
+    );
   } finally {
     await broker.stop();
     rmSync(WORK, { recursive: true, force: true });
