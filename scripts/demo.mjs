@@ -120,7 +120,7 @@ async function main() {
     const first = body.records[0];
     const sample =
       leaf === "telemetry"
-        ? `rss ${(first.metrics["agent.process.rssBytes"] / 1048576).toFixed(0)} MiB, outbox ${first.metrics["agent.outbox.records"]} records`
+        ? `host cpu ${first.metrics["cpu.loadPct"] ?? "-"} %, mem ${first.metrics["mem.usedPct"]} %, disk.data ${first.metrics["disk.data.usedPct"]} %; agent rss ${(first.metrics["agent.process.rssBytes"] / 1048576).toFixed(0)} MiB, outbox ${first.metrics["agent.outbox.records"]} records`
         : leaf === "events"
           ? `${first.type} (${first.severity}) ${first.message ?? ""}`
           : `"${first.line}"`;
