@@ -102,6 +102,11 @@ async function main() {
       ) {
         peripheralEvents.push(record);
         say(`fleet <- event ${record.type} (${record.severity}): ${record.message}`);
+      } else if (
+        leaf === "events" &&
+        /^(agent\.(started|restart|crash_loop)|device\.|alert\.|clock\.)/.test(record.type)
+      ) {
+        say(`fleet <- event ${record.type} (${record.severity}): ${record.message}`);
       }
       if (leaf === "logs" && record.source === "pinpad" && record.line.includes("XXXX")) {
         maskedLines += 1;
