@@ -237,7 +237,8 @@ async function main() {
     console.log(
       `host sampling: ${host.source.cpuMsPerSample.toFixed(2)} ms CPU a sample (${host.source.metrics} metrics, ${host.source.spawns} spawns) = ${host.source.cpuSecPerHourAt10s.toFixed(2)} CPU s/hour at 10 s; idle node ${host.source.idleNodeCpuSecPerHour.toFixed(2)} CPU s/hour; process watch scan of ${host.processWatch.processes} processes ${host.processWatch.medianMs.toFixed(2)} ms`,
     );
-    const aboveIdlePct = ((host.source.cpuSecPerHourAt10s - host.source.idleNodeCpuSecPerHour) / 3600) * 100;
+    // The sampler's own CPU is already what it adds above an idle process; the idle figure is context.
+    const aboveIdlePct = (host.source.cpuSecPerHourAt10s / 3600) * 100;
     console.log("\n| measure | value | target | result |\n|---|---|---|---|");
     const row = (name, value, target, pass) =>
       console.log(`| ${name} | ${value} | ${target} | ${pass ? "ok" : "MISSED"} |`);
@@ -270,7 +271,7 @@ async function main() {
     }
     row("card-data scrubber", `${scrub.mbPerSec.toFixed(0)} MB/s`, ">= 50 MB/s", scrub.mbPerSec >= 50);
     row(
-      "host sampling at 10 s, CPU above an idle node",
+      "host sampling at 10 s, CPU it adds to an idle node",
       `${aboveIdlePct.toFixed(3)} % of a core`,
       "<= 0.5 %",
       aboveIdlePct <= 0.5,

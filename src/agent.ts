@@ -143,10 +143,11 @@ export function createAgent(deps: AgentDeps) {
       } catch (error) {
         log.error({ err: error }, "could not record the drop report; it follows with the next heartbeat");
       }
+      // Alerts first: a full disk that refuses this telemetry is exactly when its alert must go out
+      // (the retained birth is published directly, not through the outbox).
+      if (hostHealth.observe(metrics, ts)) presence.rebirth();
       relieveDiskPressure(ts);
       outbox.append([{ stream: "telemetry", ts, body: { metrics } }]);
-      // The retained birth lists the active alerts; keep it true when they change.
-      if (hostHealth.observe(metrics, ts)) presence.rebirth();
     },
     clock,
     log: log.child({ component: "heartbeat" }),
@@ -157,7 +158,7 @@ export function createAgent(deps: AgentDeps) {
    * order has to take anything (Memfault keeps days of health data this way).
    */
   function relieveDiskPressure(now: number): void {
-    if (outbox.stats().bytes <= PRESSURE_RATIO * config.outbox.maxBytes) return;
+    if (outbox.pressure() <= PRESSURE_RATIO) return;
     try {
       const result = deps.downsampler.run(now);
       if (result.folded > 0) log.info({ ...result }, "outbox under pressure: old telemetry downsampled");
@@ -189,6 +190,7 @@ export function createAgent(deps: AgentDeps) {
   });
 
   let stopped: Promise<void> | undefined;
+  let startedFully = false;
 
   return {
     presence,
@@ -204,6 +206,7 @@ export function createAgent(deps: AgentDeps) {
       session.start();
       heartbeat.start();
       await heartbeat.beatNow();
+      startedFully = true;
       return { intake };
     },
 
@@ -211,6 +214,8 @@ export function createAgent(deps: AgentDeps) {
     stop(): Promise<void> {
       stopped ??= (async () => {
         log.info({}, "stopping");
+        // A late system-facts birth must not land after `offline`.
+        hostHealth.stop();
         await deps.intake?.stop();
         await peripherals.stop();
         await heartbeat.stop();
@@ -227,7 +232,9 @@ export function createAgent(deps: AgentDeps) {
         if (!said) log.warn({}, "could not publish offline state; the Will will say lost");
         await session.stop();
         publisher.stop();
-        hostHealth.cleanStop();
+        // Only a run that started and stopped as asked is a clean stop; a start that failed half-way
+        // must count as a crash, so a service manager restarting it in a loop raises agent.crash_loop.
+        if (startedFully) hostHealth.cleanStop();
         log.info({}, "stopped");
       })();
       return stopped;

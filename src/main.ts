@@ -4,6 +4,7 @@ import { createAgent } from "./agent.js";
 import type { Config } from "./config/schema.js";
 import { createIntakeServer } from "./intake/server.js";
 import { createLinuxReaders } from "./metrics/host/linux-readers.js";
+import { readSystemFacts } from "./metrics/host/system-facts.js";
 import { createHostHealth } from "./metrics/host-health.js";
 import { readBootFacts } from "./metrics/reboot-reason.js";
 import { createSerialOpener } from "./peripherals/node-serialport.js";
@@ -127,6 +128,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
       uptimeSec: () => readBootFacts({ bootIdFile: config.health.bootIdFile, now: clock.now }).uptimeSec,
       buildTime: readBuildTime(),
       agentVersion,
+      readSystemFacts: () => readSystemFacts(log.child({ component: "health" })),
       meta,
       recordEvent,
       clock,

@@ -177,7 +177,13 @@ const Alerts = z
 
 const WatchedProcess = z
   .strictObject({
-    name: Name.describe("Name used in metrics (proc.{name}.alive) and events."),
+    name: z
+      .string()
+      .regex(
+        /^[A-Za-z0-9_-]{1,64}$/,
+        "must be 1-64 characters of A-Z a-z 0-9 _ - (it is one segment of a metric name)",
+      )
+      .describe("Name used in metrics (proc.{name}.alive) and events."),
     match: RegexSource.describe("Regular expression tested against each process's full command line."),
   })
   .describe("A process to watch (the POS app).");
@@ -188,6 +194,10 @@ const Health = z
       .array(WatchedProcess)
       .max(16, "at most 16 processes")
       .default(() => [])
+      .refine((list) => new Set(list.map((entry) => entry.name)).size === list.length, {
+        error: "process names must be unique",
+        when: (payload) => Array.isArray(payload.value),
+      })
       .describe("Processes whose liveness, restarts and memory are reported."),
     slowSampleSec: z
       .int()

@@ -59,15 +59,19 @@ export function alertRulesFromConfig(
   options?: { minDurationMs?: number },
 ): AlertRule[] {
   const minDurationMs = options?.minDurationMs ?? DEFAULT_ALERT_MIN_DURATION_MS;
+  // The disks the terminal runs on: small vendor partitions (/persist, /metadata) sit near full by
+  // design and would alert for ever.
+  const disk = (name: string): AlertRule => ({
+    metric: `disk.${name}.usedPct`,
+    direction: "above",
+    threshold: alerts.diskUsedPct,
+    hysteresis: PERCENT_HYSTERESIS,
+    minDurationMs,
+    severity: "high",
+  });
   return [
-    {
-      metric: "disk.*.usedPct",
-      direction: "above",
-      threshold: alerts.diskUsedPct,
-      hysteresis: PERCENT_HYSTERESIS,
-      minDurationMs,
-      severity: "high",
-    },
+    disk("data"),
+    disk("root"),
     {
       metric: "mem.usedPct",
       direction: "above",

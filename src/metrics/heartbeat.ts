@@ -76,7 +76,9 @@ export function createHeartbeat(options: HeartbeatOptions) {
     const metrics: Metrics = {};
     for (const source of options.sources) {
       try {
-        Object.assign(metrics, await source.sample());
+        // A source stuck on a read (a /proc file of a process in uninterruptible sleep, a dead mount)
+        // must cost one sample, not every heartbeat after it and the clean stop.
+        Object.assign(metrics, await withDeadline(source, SOURCE_TIMEOUT_MS));
       } catch (error) {
         options.log.warn({ err: error, source: source.name }, "metric source failed");
       }
@@ -109,6 +111,20 @@ export function createHeartbeat(options: HeartbeatOptions) {
       await running;
     },
   };
+}
+
+const SOURCE_TIMEOUT_MS = 10_000;
+
+async function withDeadline(source: MetricSource, timeoutMs: number): Promise<Metrics> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([Promise.resolve(source.sample()), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function round(value: number): number {

@@ -9,7 +9,7 @@ import type { MetricSource, Metrics } from "./heartbeat.js";
 import type { HostReaders } from "./host/host-readers.js";
 import { createHostSource } from "./host/host-source.js";
 import { createProcessWatch } from "./host/process-watch.js";
-import { readSystemFacts, type SystemFacts } from "./host/system-facts.js";
+import type { SystemFacts } from "./host/system-facts.js";
 import { type BootFacts, createRunJournal } from "./reboot-reason.js";
 
 export interface HostHealthOptions {
@@ -21,6 +21,8 @@ export interface HostHealthOptions {
   uptimeSec: () => number | undefined;
   buildTime: number;
   agentVersion: string;
+  /** OS and hardware identity (systeminformation in main.ts); spawns processes, so it is injected. */
+  readSystemFacts: () => Promise<SystemFacts | undefined>;
   meta: Pick<MetaStore, "getJson" | "setJson">;
   recordEvent: (event: AgentEvent) => void;
   clock: Clock;
@@ -54,6 +56,7 @@ export function createHostHealth(options: HostHealthOptions) {
   });
 
   let systemFacts: SystemFacts | undefined;
+  let onFacts: (() => void) | undefined;
 
   const record = (events: readonly AgentEvent[]) => {
     for (const event of events) recordEvent(event);
@@ -69,10 +72,19 @@ export function createHostHealth(options: HostHealthOptions) {
     start(factsReady: () => void): void {
       record(journal.start(options.boot));
       record(clockSanity.check());
-      void readSystemFacts(options.log).then((facts) => {
-        systemFacts = facts;
-        if (facts !== undefined) factsReady();
-      });
+      onFacts = factsReady;
+      options
+        .readSystemFacts()
+        .then((facts) => {
+          systemFacts = facts;
+          if (facts !== undefined) onFacts?.();
+        })
+        .catch((error: unknown) => options.log.warn({ err: error }, "system facts not published"));
+    },
+
+    /** At the start of a clean stop: nothing more is announced. */
+    stop(): void {
+      onFacts = undefined;
     },
 
     /** OS and hardware identity for the birth message, once read. */

@@ -312,6 +312,15 @@ export function createOutbox(options: OutboxOptions) {
 
     stats: createStatsReader(db),
 
+    /**
+     * How full the outbox is against the limit the drop order uses (the quota corrected by the file's
+     * real size), 0 to 1: what downsampling and alerts should compare with, not the raw byte count.
+     */
+    pressure(): number {
+      const used = totalBytes.get()?.bytes ?? 0;
+      return used / (maxBytes / diskRatio(used));
+    },
+
     lastSeq,
 
     /** Called after every successful append (the publisher wakes up on it). */

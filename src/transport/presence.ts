@@ -52,6 +52,8 @@ export function createPresence(options: {
     });
   }
 
+  let goingOffline = false;
+
   function birth(connection: Connection): void {
     const { extra, ...facts } = options.facts();
     const payload = {
@@ -77,11 +79,12 @@ export function createPresence(options: {
     /** Publishes the birth again (the `rebirth` command, or after the facts changed). */
     rebirth(): void {
       const connection = session.connection;
-      if (connection !== undefined) birth(connection);
+      if (connection !== undefined && !goingOffline) birth(connection);
     },
 
-    /** The clean-stop message; resolves false if it could not be delivered in time. */
+    /** The clean-stop message; resolves false if it could not be delivered in time. No birth follows it. */
     offline(timeoutMs: number): Promise<boolean> {
+      goingOffline = true;
       const connection = session.connection;
       if (connection === undefined) return Promise.resolve(false);
       return publishState(

@@ -20,8 +20,11 @@ export interface HostSourceDeps {
   readerTimeoutMs?: number;
 }
 
+const SLOW_RUNS = 3;
+
 interface ReaderState {
   slow: boolean;
+  slowRuns?: number;
   lastRunAt?: number;
   /** What a slow reader produced last, repeated until it runs again. */
   cached: Metrics;
@@ -74,7 +77,10 @@ export function createHostSource(deps: HostSourceDeps): MetricSource {
     }
     if (Object.keys(metrics).length === 0) noteOnce(name, "absent", {});
     const tookMs = now() - startedAt;
-    if (!state.slow && tookMs > slowAfterMs) {
+    // Wall time includes an event loop busy elsewhere (start-up, a big commit): only a reader that is
+    // slow several samples in a row is moved to the slow schedule.
+    state.slowRuns = tookMs > slowAfterMs ? (state.slowRuns ?? 0) + 1 : 0;
+    if (!state.slow && state.slowRuns >= SLOW_RUNS) {
       state.slow = true;
       log.info({ reader: name, tookMs, everyMs: slowEveryMs }, "host reader is slow: sampling it less often");
     }

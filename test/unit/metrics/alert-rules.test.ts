@@ -292,7 +292,8 @@ describe("alert engine", () => {
   it("builds the configured rules with their defaults", () => {
     const rules = alertRulesFromConfig({ diskUsedPct: 90, memUsedPct: 92, batteryPct: 15, cpuTempC: 85 });
     expect(rules).toEqual([
-      { ...DISK },
+      { ...DISK, metric: "disk.data.usedPct" },
+      { ...DISK, metric: "disk.root.usedPct" },
       {
         metric: "mem.usedPct",
         direction: "above",

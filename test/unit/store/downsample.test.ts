@@ -74,4 +74,35 @@ describe("telemetry downsampling in the outbox", () => {
     expect(downsampler.run(NOW).folded).toBe(0);
     close();
   });
+
+  it("folds only whole buckets, each once, when it runs every minute under steady pressure", () => {
+    const { outbox, downsampler, close } = setup();
+    const start = NOW - 3 * HOUR;
+    for (let minute = 0; minute < 180; minute++) {
+      const now = start + minute * 60_000;
+      outbox.append([{ stream: "telemetry", ts: now, body: { metrics: { "cpu.loadPct": minute } } }]);
+      downsampler.run(now);
+    }
+    const rows = outbox
+      .readAfter(0, ALL, ALL)
+      .map((row) => JSON.parse(row.body) as { aggregate?: { count: number } });
+    const aggregates = rows.filter((row) => row.aggregate !== undefined);
+    // The last pass (a minute before NOW) folds what lies before the bucket boundary an hour back:
+    // 115 minutes in 23 buckets of 5 samples, none of a split bucket; the last 65 minutes stay raw.
+    expect(aggregates.map((row) => row.aggregate?.count)).toEqual(Array.from({ length: 23 }, () => 5));
+    expect(rows.length - aggregates.length).toBe(65);
+    close();
+  });
+
+  it("leaves a bucket alone when its aggregate would not be smaller than its rows", () => {
+    const { outbox, downsampler, close } = setup();
+    outbox.append([
+      { stream: "telemetry", ts: NOW - 2 * HOUR, body: { metrics: { "cpu.loadPct": 1 } } },
+      { stream: "telemetry", ts: NOW - 2 * HOUR + 60_000, body: { metrics: { "cpu.loadPct": 2 } } },
+    ]);
+    const before = outbox.stats();
+    expect(downsampler.run(NOW)).toEqual({ folded: 0, aggregates: 0, freedBytes: 0 });
+    expect(outbox.stats()).toEqual(before);
+    close();
+  });
 });
