@@ -32,6 +32,12 @@ export interface AlertEngine {
   evaluate(metrics: Readonly<Record<string, number>>, now: number): AgentEvent[];
   /** The alerts currently raised, for the birth message. */
   active(): ActiveAlert[];
+  /**
+   * Alerts that were raised when the agent last stopped: raised again without an event, so a restart
+   * neither repeats `alert.raised` nor loses the `alert.cleared` (it follows through the hysteresis).
+   * Alerts no rule watches any more are dropped.
+   */
+  restore(previous: readonly ActiveAlert[]): void;
 }
 
 /**
@@ -197,6 +203,20 @@ export function createAlertEngine(rules: readonly AlertRule[]): AlertEngine {
         }
       }
       return events;
+    },
+    restore(previous) {
+      for (const alert of previous) {
+        const entry = compiled.find((candidate) =>
+          [...candidate.matcher.candidates({ [alert.id]: 0 })].includes(alert.id),
+        );
+        if (entry === undefined || entry.states.size >= MAX_ALERTS_PER_RULE) continue;
+        entry.states.set(alert.id, {
+          raised: true,
+          since: alert.since,
+          value: alert.value,
+          pendingSince: undefined,
+        });
+      }
     },
     active() {
       const out: ActiveAlert[] = [];

@@ -1,3 +1,4 @@
+import { z } from "zod";
 import type { Config } from "../config/schema.js";
 import type { Clock } from "../shared/clock.js";
 import type { AgentEvent } from "../shared/events.js";
@@ -27,6 +28,23 @@ export interface HostHealthOptions {
   recordEvent: (event: AgentEvent) => void;
   clock: Clock;
   log: Logger;
+}
+
+const ALERTS_KEY = "alerts";
+
+const StoredAlert = z.object({
+  id: z.string(),
+  metric: z.string(),
+  value: z.number(),
+  threshold: z.number(),
+  direction: z.enum(["above", "below"]),
+  since: z.number(),
+});
+
+/** The alerts raised when the agent last stopped; anything unreadable is forgotten, not fatal. */
+function restoredAlerts(meta: Pick<MetaStore, "getJson">): ActiveAlert[] {
+  const parsed = z.array(StoredAlert).safeParse(meta.getJson(ALERTS_KEY));
+  return parsed.success ? parsed.data : [];
 }
 
 /**
@@ -70,6 +88,7 @@ export function createHostHealth(options: HostHealthOptions) {
      * and hardware identity follows off the start path; `factsReady` is called when it is known.
      */
     start(factsReady: () => void): void {
+      alerts.restore(restoredAlerts(options.meta));
       record(journal.start(options.boot));
       record(clockSanity.check());
       onFacts = factsReady;
@@ -99,6 +118,7 @@ export function createHostHealth(options: HostHealthOptions) {
     observe(metrics: Readonly<Metrics>, now: number): boolean {
       const changes = alerts.evaluate(metrics, now);
       record(changes);
+      if (changes.length > 0) options.meta.setJson(ALERTS_KEY, alerts.active());
       record(processes.events());
       record(clockSanity.check());
       return changes.length > 0;

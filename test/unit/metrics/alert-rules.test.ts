@@ -408,3 +408,35 @@ describe("alert engine", () => {
     );
   });
 });
+
+describe("alert engine restore", () => {
+  it("keeps an alert raised across a restart without a second raise, and clears it once", () => {
+    const rules = alertRulesFromConfig(
+      { diskUsedPct: 90, memUsedPct: 92, batteryPct: 15, cpuTempC: 85 },
+      { minDurationMs: 0 },
+    );
+    const before = createAlertEngine(rules);
+    expect(before.evaluate({ "disk.data.usedPct": 95 }, 1_000).map((event) => event.type)).toEqual([
+      "alert.raised",
+    ]);
+
+    const after = createAlertEngine(rules);
+    after.restore([
+      ...before.active(),
+      {
+        id: "disk.gone.usedPct",
+        metric: "disk.gone.usedPct",
+        value: 99,
+        threshold: 90,
+        direction: "above",
+        since: 0,
+      },
+    ]);
+    expect(after.active().map((alert) => [alert.id, alert.since])).toEqual([["disk.data.usedPct", 1_000]]);
+    expect(after.evaluate({ "disk.data.usedPct": 96 }, 2_000)).toEqual([]);
+    expect(after.evaluate({ "disk.data.usedPct": 50 }, 3_000).map((event) => event.type)).toEqual([
+      "alert.cleared",
+    ]);
+    expect(after.active()).toEqual([]);
+  });
+});
