@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
 import { createAgent } from "./agent.js";
@@ -27,6 +28,16 @@ import { maxRecordBytes } from "./transport/batch.js";
 import { createMqttSession } from "./transport/mqtt-session.js";
 import { willPayload } from "./transport/presence.js";
 import { createTopics } from "./transport/topics.js";
+
+/** Seconds since boot from /proc/uptime (a procfs read, microseconds); undefined where it is hidden. */
+function readUptimeSec(): number | undefined {
+  try {
+    const seconds = Number.parseFloat(readFileSync("/proc/uptime", "utf8"));
+    return Number.isFinite(seconds) ? seconds : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * The composition root: the only place that builds real adapters (SQLite file, MQTT client, HTTP
@@ -125,7 +136,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
       config,
       readers: createLinuxReaders({ dataDir: config.dataDir }),
       boot: readBootFacts({ bootIdFile: config.health.bootIdFile, now: clock.now }),
-      uptimeSec: () => readBootFacts({ bootIdFile: config.health.bootIdFile, now: clock.now }).uptimeSec,
+      uptimeSec: readUptimeSec,
       buildTime: readBuildTime(),
       agentVersion,
       readSystemFacts: () => readSystemFacts(log.child({ component: "health" })),

@@ -128,7 +128,18 @@ export function createProcessWatch(deps: ProcessWatchDeps): ProcessWatch {
   }
 
   function emit(type: string, severity: AgentEvent["severity"], w: Watched, details: object): void {
-    pending.push({ type, severity, source: SOURCE, details: { name: w.name, ...details } });
+    const what: Record<string, string> = {
+      "process.down": "is not running",
+      "process.up": "is running again",
+      "process.restarted": "restarted",
+    };
+    pending.push({
+      type,
+      severity,
+      source: SOURCE,
+      message: `${w.name} ${what[type] ?? type}`,
+      details: { name: w.name, ...details },
+    });
   }
 
   function track(w: Watched, matches: readonly Seen[]): void {

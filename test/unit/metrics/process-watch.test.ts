@@ -74,6 +74,7 @@ describe("process watch", () => {
         type: "process.restarted",
         severity: "info",
         source: "host.process",
+        message: "pos restarted",
         details: { name: "pos", oldPid: 500, newPid: 777 },
       },
     ]);
