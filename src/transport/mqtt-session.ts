@@ -45,6 +45,16 @@ export interface SessionListener {
   down(connection: Connection, reason: string): void;
 }
 
+/** An inbound message with the MQTT 5 properties request/response needs (absent under 3.1.1). */
+export interface InboundMessage {
+  topic: string;
+  payload: Buffer;
+  responseTopic?: string;
+  correlationData?: Buffer;
+  /** What is left of the Message Expiry Interval, in seconds, as the broker forwarded it. */
+  messageExpirySec?: number;
+}
+
 export type MqttSession = ReturnType<typeof createMqttSession>;
 
 /**
@@ -55,6 +65,8 @@ export type MqttSession = ReturnType<typeof createMqttSession>;
 export function createMqttSession(options: MqttSessionOptions) {
   const { log } = options;
   const listeners = new Set<SessionListener>();
+  const messageListeners = new Set<(message: InboundMessage) => void>();
+  const subscriptions = new Set<string>();
   let client: MqttClient | undefined;
   let current: Connection | undefined;
   let generation = 0;
@@ -146,6 +158,28 @@ export function createMqttSession(options: MqttSessionOptions) {
         current = connection;
         log.info({ url, sessionId }, "connected");
         notify("up", connection);
+        // A clean start every time: subscriptions are made again on each connection.
+        if (subscriptions.size > 0) {
+          c.subscribe([...subscriptions], { qos: 1 }, (error) => {
+            if (error) log.error({ err: error, topics: [...subscriptions] }, "subscribe failed");
+          });
+        }
+      });
+      c.on("message", (topic, payload, packet) => {
+        const properties = packet.properties;
+        const message: InboundMessage = { topic, payload };
+        if (properties?.responseTopic !== undefined) message.responseTopic = properties.responseTopic;
+        if (properties?.correlationData !== undefined) message.correlationData = properties.correlationData;
+        if (properties?.messageExpiryInterval !== undefined) {
+          message.messageExpirySec = properties.messageExpiryInterval;
+        }
+        for (const listener of messageListeners) {
+          try {
+            listener(message);
+          } catch (error) {
+            log.error({ err: error, topic }, "message listener failed");
+          }
+        }
       });
       c.on("error", (error) => {
         lastError = errorMessage(error);
@@ -216,6 +250,13 @@ export function createMqttSession(options: MqttSessionOptions) {
     subscribe(listener: SessionListener): () => void {
       listeners.add(listener);
       return () => listeners.delete(listener);
+    },
+
+    /** Topics to subscribe to (QoS 1) on every connection, and who receives what arrives on them. */
+    listen(topics: readonly string[], listener: (message: InboundMessage) => void): () => void {
+      for (const topic of topics) subscriptions.add(topic);
+      messageListeners.add(listener);
+      return () => messageListeners.delete(listener);
     },
 
     get connection(): Connection | undefined {

@@ -36,6 +36,9 @@ export function createFakeSession() {
     get connection() {
       return connection;
     },
+    listen(): () => void {
+      throw new Error("fake session: listen() is not implemented");
+    },
     get reconnects(): number {
       throw new Error("fake session: reconnects is not implemented");
     },
