@@ -1,3 +1,7 @@
+import { createAgentCommandHandlers } from "./commands/agent-commands.js";
+import { createPingHandler } from "./commands/builtins.js";
+import type { VerifyCommandEnvelope } from "./commands/command.js";
+import { createCommandDispatcher } from "./commands/dispatch.js";
 import type { Config } from "./config/schema.js";
 import type { IntakeServer } from "./intake/server.js";
 import { createAgentMetricsSource } from "./metrics/agent-metrics.js";
@@ -15,8 +19,10 @@ import type { CardDataGuard } from "./shared/card-data-guard.js";
 import type { Clock } from "./shared/clock.js";
 import type { AgentEvent } from "./shared/events.js";
 import type { Logger } from "./shared/logger.js";
+import type { CommandJournal } from "./store/command-journal.js";
 import type { MetaStore } from "./store/meta.js";
 import type { Outbox } from "./store/outbox.js";
+import { createCommandChannel } from "./transport/command-channel.js";
 import type { MqttSession } from "./transport/mqtt-session.js";
 import { createPresence } from "./transport/presence.js";
 import { createPublisher } from "./transport/publisher.js";
@@ -45,13 +51,16 @@ export interface AgentDeps {
   serial: { opener: SerialOpener; lister: PortLister; newBackoff: () => Backoff };
   /** Host metrics, alert rules, reboot reasons and the clock check. */
   hostHealth: HostHealth;
+  /** Remote commands: the journal (SQLite), signature checks against trust.operatorRoots, and how to restart. */
+  commands: { journal: CommandJournal; verify: VerifyCommandEnvelope; restart: () => void };
   /** Folds old telemetry into aggregates when the outbox runs short of room. */
   downsampler: { run(now: number): { folded: number; aggregates: number; freedBytes: number } };
   clock: Clock;
   log: Logger;
 }
 
-export const CAPABILITIES = ["rebirth"] as const;
+/** How long a command's journal entry is kept: far beyond the longest signed lifetime (1 h). */
+const JOURNAL_RETENTION_MS = 7 * 24 * 3_600_000;
 
 /** Grace periods of a clean stop: send what we can, then say `offline`, then disconnect. */
 const STOP_DRAIN_MS = 3000;
@@ -108,7 +117,7 @@ export function createAgent(deps: AgentDeps) {
         driver: state.driver,
         online: state.link === "online",
       })),
-      capabilities: [...CAPABILITIES],
+      capabilities: ["ping", "rebirth", "metrics.snapshot", "peripherals.status", "agent.restart"],
       extra: {
         ...hostHealth.systemFacts(),
         alerts: hostHealth.activeAlerts(),
@@ -167,6 +176,36 @@ export function createAgent(deps: AgentDeps) {
     }
   }
 
+  const channel = createCommandChannel({
+    session,
+    topics,
+    groups: config.mqtt.groups,
+    log: log.child({ component: "commands" }),
+  });
+  const dispatcher = createCommandDispatcher({
+    deviceId: config.deviceId,
+    groups: config.mqtt.groups,
+    requireSignature: config.commands.requireSignature,
+    verify: deps.commands.verify,
+    journal: deps.commands.journal,
+    handlers: [
+      createPingHandler({ clock }),
+      ...createAgentCommandHandlers({
+        rebirth: () => presence.rebirth(),
+        metrics: () => heartbeat.snapshot(),
+        peripherals: () => peripherals.states(),
+        restart: deps.commands.restart,
+      }),
+    ],
+    clock,
+    clockTrusted: () => hostHealth.clock.trusted(),
+    respond: (response, route) => {
+      channel.respond(response, route);
+    },
+    audit: recordEvent,
+    log,
+  });
+
   // What `pos-agent status` shows about the link, noted as it changes.
   session.subscribe({
     up(connection) {
@@ -200,6 +239,16 @@ export function createAgent(deps: AgentDeps) {
     async start(): Promise<{ intake: { host: string; port: number } | undefined }> {
       for (const event of deps.startupEvents) recordEvent(event);
       hostHealth.start(() => presence.rebirth());
+      dispatcher.recoverInterrupted();
+      deps.commands.journal.prune(clock.now() - JOURNAL_RETENTION_MS);
+      channel.listen((request) => {
+        const meta = {
+          receivedVia: request.receivedVia,
+          ...(request.group === undefined ? {} : { group: request.group }),
+          ...(request.messageExpirySec === undefined ? {} : { messageExpirySec: request.messageExpirySec }),
+        };
+        void dispatcher.handle(request.payload, request.route, meta);
+      });
       const intake = await deps.intake?.start();
       publisher.start();
       peripherals.start();
@@ -217,6 +266,7 @@ export function createAgent(deps: AgentDeps) {
         // A late system-facts birth must not land after `offline`.
         hostHealth.stop();
         await deps.intake?.stop();
+        await dispatcher.stop();
         await peripherals.stop();
         await heartbeat.stop();
         eventLoop.stop();

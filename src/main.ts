@@ -10,11 +10,13 @@ import { createHostHealth } from "./metrics/host-health.js";
 import { readBootFacts } from "./metrics/reboot-reason.js";
 import { createSerialOpener } from "./peripherals/node-serialport.js";
 import { createSysfsPortLister } from "./peripherals/sysfs-ports.js";
+import { loadRootsPem, verifyEnvelope } from "./pki/verify-envelope.js";
 import { createBackoff } from "./shared/backoff.js";
 import { createCardDataGuard } from "./shared/card-data-guard.js";
 import { systemClock } from "./shared/clock.js";
 import type { Logger } from "./shared/logger.js";
 import { readAgentVersion, readBuildTime } from "./shared/version.js";
+import { createCommandJournal } from "./store/command-journal.js";
 import { createCountersFile } from "./store/counters-file.js";
 import { COUNTERS_FILE, openDatabase, quarantineEvent, walLimitFor } from "./store/database.js";
 import { createTelemetryDownsampler } from "./store/downsample.js";
@@ -28,6 +30,9 @@ import { maxRecordBytes } from "./transport/batch.js";
 import { createMqttSession } from "./transport/mqtt-session.js";
 import { willPayload } from "./transport/presence.js";
 import { createTopics } from "./transport/topics.js";
+
+/** Time for the response of `agent.restart` to reach the broker before the clean stop begins. */
+const RESTART_DELAY_MS = 500;
 
 /** Seconds since boot from /proc/uptime (a procfs read, microseconds); undefined where it is hidden. */
 function readUptimeSec(): number | undefined {
@@ -70,6 +75,8 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
   });
 
   const recordEvent = createEventRecorder({ outbox, now: clock.now, log });
+  // Read once at start: a missing or unreadable root file is a failed start naming the file.
+  const operatorRoots = loadRootsPem(config.trust.operatorRoots);
   const guard = createCardDataGuard({
     now: clock.now,
     raise: recordEvent,
@@ -145,6 +152,20 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
       clock,
       log: log.child({ component: "health" }),
     }),
+    commands: {
+      journal: createCommandJournal(opened.db),
+      verify: (envelope, now) =>
+        verifyEnvelope(envelope, {
+          typ: "pos-command+json",
+          rootsPem: operatorRoots,
+          threshold: config.trust.threshold,
+          now,
+        }),
+      // SIGTERM to ourselves once the response is out: the clean stop, then the service manager's restart.
+      restart: () => {
+        setTimeout(() => process.kill(process.pid, "SIGTERM"), RESTART_DELAY_MS).unref();
+      },
+    },
     downsampler: createTelemetryDownsampler({
       db: opened.db,
       olderThanMs: 3_600_000,

@@ -72,7 +72,7 @@ export function createHeartbeat(options: HeartbeatOptions) {
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
 
-  async function beat(): Promise<void> {
+  async function sampleAll(): Promise<Metrics> {
     const metrics: Metrics = {};
     for (const source of options.sources) {
       try {
@@ -83,6 +83,11 @@ export function createHeartbeat(options: HeartbeatOptions) {
         options.log.warn({ err: error, source: source.name }, "metric source failed");
       }
     }
+    return metrics;
+  }
+
+  async function beat(): Promise<void> {
+    const metrics = await sampleAll();
     try {
       options.record(options.clock.now(), metrics);
     } catch (error) {
@@ -101,6 +106,8 @@ export function createHeartbeat(options: HeartbeatOptions) {
     start(): void {
       timer = setInterval(tick, options.intervalMs);
     },
+    /** Every source sampled now, without recording (the `metrics.snapshot` command). */
+    snapshot: sampleAll,
     /** One heartbeat now (at start, and for tests). */
     beatNow(): Promise<void> {
       tick();

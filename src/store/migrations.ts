@@ -48,6 +48,22 @@ const STEPS: ReadonlyArray<(db: Database) => void> = [
       );
     `);
   },
+  (db) => {
+    // One row per command id ever received (until pruned): a repeated id is answered from here and
+    // never executed again, also after a restart. 'running' rows left by a crash are answered as failed
+    // at the next start.
+    db.exec(`
+      CREATE TABLE command_journal (
+        id          TEXT    PRIMARY KEY,
+        cmd         TEXT    NOT NULL,
+        received_at INTEGER NOT NULL,
+        state       TEXT    NOT NULL CHECK (state IN ('running', 'done')),
+        response    TEXT,
+        finished_at INTEGER
+      );
+      CREATE INDEX command_journal_received_at ON command_journal (received_at);
+    `);
+  },
 ];
 
 export const SCHEMA_VERSION = STEPS.length;

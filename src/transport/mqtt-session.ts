@@ -162,6 +162,7 @@ export function createMqttSession(options: MqttSessionOptions) {
         if (subscriptions.size > 0) {
           c.subscribe([...subscriptions], { qos: 1 }, (error) => {
             if (error) log.error({ err: error, topics: [...subscriptions] }, "subscribe failed");
+            else log.info({ topics: [...subscriptions] }, "subscribed");
           });
         }
       });
