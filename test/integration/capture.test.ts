@@ -12,10 +12,8 @@ import { createBackoff } from "../../src/shared/backoff.js";
 import { createCardDataGuard } from "../../src/shared/card-data-guard.js";
 import type { AgentEvent } from "../../src/shared/events.js";
 import { silentLogger } from "../../src/shared/logger.js";
-import { createCountersFile } from "../../src/store/counters-file.js";
-import { COUNTERS_FILE, openDatabase } from "../../src/store/database.js";
-import { createOutbox } from "../../src/store/outbox.js";
 import { startPty } from "../helpers/pty.js";
+import { openTestOutbox } from "../helpers/test-outbox.js";
 import { makeTmpDir } from "../helpers/tmp-dir.js";
 
 const ALL = Number.MAX_SAFE_INTEGER;
@@ -25,18 +23,7 @@ async function capture(peripheral: Partial<PeripheralConfig> & Pick<PeripheralCo
   const dir = makeTmpDir("capture");
   const pty = await startPty(join(dir, "tty"));
   onTestFinished(() => pty.stop());
-  const opened = openDatabase({
-    dataDir: dir,
-    log: silentLogger,
-    now: Date.now,
-    walLimitBytes: 4 * 1024 * 1024,
-  });
-  const outbox = createOutbox({
-    db: opened.db,
-    counters: createCountersFile(join(dir, COUNTERS_FILE)),
-    maxBytes: 64 * 1024 * 1024,
-    maxRecordBytes: 65_536 - 512,
-  });
+  const { outbox, close } = openTestOutbox("capture-db");
   const events: AgentEvent[] = [];
   const states: PeripheralState[] = [];
   const guard = createCardDataGuard({
@@ -72,7 +59,7 @@ async function capture(peripheral: Partial<PeripheralConfig> & Pick<PeripheralCo
   peripherals.start();
   onTestFinished(async () => {
     await peripherals.stop();
-    opened.db.close();
+    close();
   });
   const deadline = Date.now() + 5000;
   while (states.at(-1)?.link !== "online") {

@@ -1,37 +1,20 @@
-import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { silentLogger } from "../../../src/shared/logger.js";
-import { createCountersFile } from "../../../src/store/counters-file.js";
-import { COUNTERS_FILE, openDatabase } from "../../../src/store/database.js";
 import { createTelemetryDownsampler } from "../../../src/store/downsample.js";
-import { createOutbox } from "../../../src/store/outbox.js";
-import { makeTmpDir } from "../../helpers/tmp-dir.js";
+import { openTestOutbox } from "../../helpers/test-outbox.js";
 
 const HOUR = 3_600_000;
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
 const ALL = Number.MAX_SAFE_INTEGER;
 
 function setup() {
-  const dir = makeTmpDir("downsample");
-  const opened = openDatabase({
-    dataDir: dir,
-    log: silentLogger,
-    now: () => NOW,
-    walLimitBytes: 1024 * 1024,
-  });
-  const outbox = createOutbox({
-    db: opened.db,
-    counters: createCountersFile(join(dir, COUNTERS_FILE)),
-    maxBytes: 64 * 1024 * 1024,
-    maxRecordBytes: 60 * 1024,
-  });
+  const { db, outbox, close } = openTestOutbox("downsample", { now: () => NOW, maxRecordBytes: 60 * 1024 });
   const downsampler = createTelemetryDownsampler({
-    db: opened.db,
+    db,
     olderThanMs: HOUR,
     bucketMs: 300_000,
     maxRows: 10_000,
   });
-  return { outbox, downsampler, close: () => opened.db.close() };
+  return { outbox, downsampler, close };
 }
 
 describe("telemetry downsampling in the outbox", () => {
