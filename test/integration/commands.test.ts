@@ -176,7 +176,7 @@ describe("remote commands through Mosquitto", () => {
       ["wrong-target", signed(restart("wrong-target", { target: "POS-9999" })), "WRONG_TARGET"],
       ["tampered", tampered, "SIGNATURE_INVALID"],
     ];
-    for (const [id, payload] of cases) send(payload);
+    for (const [, payload] of cases) send(payload);
     for (const [id, , code] of cases) {
       const [response] = await answer(id);
       expect(response, id).toMatchObject({ status: "rejected", code });
