@@ -1,8 +1,10 @@
 import { createAgentCommandHandlers } from "./commands/agent-commands.js";
 import { createPingHandler } from "./commands/builtins.js";
 import type { VerifyCommandEnvelope } from "./commands/command.js";
+import { createDiagnosticsHandler } from "./commands/diagnostics-command.js";
 import { createCommandDispatcher } from "./commands/dispatch.js";
 import type { Config } from "./config/schema.js";
+import { createLiveChecks } from "./diagnostics/live-checks.js";
 import type { IntakeServer } from "./intake/server.js";
 import { createAgentMetricsSource } from "./metrics/agent-metrics.js";
 import {
@@ -11,6 +13,7 @@ import {
   createProcessSource,
   type MetricSource,
 } from "./metrics/heartbeat.js";
+import type { HostReaders } from "./metrics/host/host-readers.js";
 import type { HostHealth } from "./metrics/host-health.js";
 import { createPeripherals } from "./peripherals/peripherals.js";
 import type { PortLister, SerialOpener } from "./peripherals/serial-port.js";
@@ -53,6 +56,8 @@ export interface AgentDeps {
   hostHealth: HostHealth;
   /** Remote commands: the journal (SQLite), signature checks against trust.operatorRoots, and how to restart. */
   commands: { journal: CommandJournal; verify: VerifyCommandEnvelope; restart: () => void };
+  /** What the diagnostics suite reads beyond the capabilities above. */
+  diagnostics: { quickCheck: () => string; readers: Pick<HostReaders, "filesystems" | "memory"> };
   /** Folds old telemetry into aggregates when the outbox runs short of room. */
   downsampler: { run(now: number): { folded: number; aggregates: number; freedBytes: number } };
   clock: Clock;
@@ -117,7 +122,14 @@ export function createAgent(deps: AgentDeps) {
         driver: state.driver,
         online: state.link === "online",
       })),
-      capabilities: ["ping", "rebirth", "metrics.snapshot", "peripherals.status", "agent.restart"],
+      capabilities: [
+        "ping",
+        "rebirth",
+        "diagnostics.run",
+        "metrics.snapshot",
+        "peripherals.status",
+        "agent.restart",
+      ],
       extra: {
         ...hostHealth.systemFacts(),
         alerts: hostHealth.activeAlerts(),
@@ -176,6 +188,18 @@ export function createAgent(deps: AgentDeps) {
     }
   }
 
+  /** One QoS 1 publish on our own root, timed to its PUBACK: the broker round trip of diagnostics. */
+  function brokerRoundTrip(signal: AbortSignal): Promise<number | undefined> {
+    return new Promise((resolve) => {
+      const startedAt = clock.monotonic();
+      const sent = session.publish(`${topics.root}/diag/rtt`, "{}", { qos: 1, retain: false }, (error) => {
+        resolve(error === undefined ? clock.monotonic() - startedAt : undefined);
+      });
+      if (!sent) resolve(undefined);
+      signal.addEventListener("abort", () => resolve(undefined), { once: true });
+    });
+  }
+
   const channel = createCommandChannel({
     session,
     topics,
@@ -190,6 +214,25 @@ export function createAgent(deps: AgentDeps) {
     journal: deps.commands.journal,
     handlers: [
       createPingHandler({ clock }),
+      createDiagnosticsHandler({
+        deviceId: config.deviceId,
+        now: clock.now,
+        checks: () =>
+          createLiveChecks({
+            config,
+            quickCheck: deps.diagnostics.quickCheck,
+            outboxStats: () => outbox.stats(),
+            filesystems: () => deps.diagnostics.readers.filesystems(),
+            memory: () => deps.diagnostics.readers.memory(),
+            clock: () => {
+              const reason = hostHealth.clock.reason();
+              return { trusted: hostHealth.clock.trusted(), ...(reason === undefined ? {} : { reason }) };
+            },
+            brokerRoundTrip,
+            peripherals: () => peripherals.states(),
+            now: clock.now,
+          }),
+      }),
       ...createAgentCommandHandlers({
         rebirth: () => presence.rebirth(),
         metrics: () => heartbeat.snapshot(),

@@ -18,7 +18,7 @@ import type { Logger } from "./shared/logger.js";
 import { readAgentVersion, readBuildTime } from "./shared/version.js";
 import { createCommandJournal } from "./store/command-journal.js";
 import { createCountersFile } from "./store/counters-file.js";
-import { COUNTERS_FILE, openDatabase, quarantineEvent, walLimitFor } from "./store/database.js";
+import { COUNTERS_FILE, openDatabase, quarantineEvent, quickCheck, walLimitFor } from "./store/database.js";
 import { createTelemetryDownsampler } from "./store/downsample.js";
 import { createDropReport } from "./store/drop-report.js";
 import { createEventRecorder } from "./store/event-recorder.js";
@@ -75,6 +75,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
   });
 
   const recordEvent = createEventRecorder({ outbox, now: clock.now, log });
+  const hostReaders = createLinuxReaders({ dataDir: config.dataDir });
   // Read once at start: a missing or unreadable root file is a failed start naming the file.
   const operatorRoots = loadRootsPem(config.trust.operatorRoots);
   const guard = createCardDataGuard({
@@ -141,7 +142,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
     guard,
     hostHealth: createHostHealth({
       config,
-      readers: createLinuxReaders({ dataDir: config.dataDir }),
+      readers: hostReaders,
       boot: readBootFacts({ bootIdFile: config.health.bootIdFile, now: clock.now }),
       uptimeSec: readUptimeSec,
       buildTime: readBuildTime(),
@@ -166,6 +167,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
         setTimeout(() => process.kill(process.pid, "SIGTERM"), RESTART_DELAY_MS).unref();
       },
     },
+    diagnostics: { quickCheck: () => quickCheck(opened.db), readers: hostReaders },
     downsampler: createTelemetryDownsampler({
       db: opened.db,
       olderThanMs: 3_600_000,

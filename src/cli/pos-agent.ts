@@ -1,4 +1,6 @@
 import { formatProblems, loadConfig } from "../config/load.js";
+import { type DiagnosticsReport, formatReport, runDiagnostics } from "../diagnostics/check.js";
+import { openLocalDiagnostics } from "../diagnostics/local-checks.js";
 import { runAgent } from "../main.js";
 import { formatStatus, readStatus } from "./agent-status.js";
 import { answerTopLevel, parse, runMain, UsageError } from "./args.js";
@@ -11,6 +13,7 @@ Usage:
   pos-agent config check FILE              validate a config file; exit 0 valid, 2 invalid
   pos-agent status [--config FILE] [--json]
                                            connection, outbox depth/age/drops (works beside the daemon)
+  pos-agent diag [--config FILE] [--json]  run the diagnostics suite locally; exit 0 no check fails, 1 any fails
   pos-agent --version
 
 The config defaults to $POS_AGENT_CONFIG, else /etc/pos-agent/config.json.
@@ -30,6 +33,15 @@ Validates FILE against the config schema. Prints every problem as FILE: path.to.
 
 Reads the agent's database (read-only; safe while the daemon runs) and prints whether the daemon runs,
 the broker connection, and the outbox depth, size, oldest record age and drop counters per stream.`,
+  diag: `Usage: pos-agent diag [--config FILE] [--json]
+
+Runs the diagnostics suite on this terminal, beside the daemon or without it, and prints one row per
+check (pass, warn or fail, a detail, the time taken); --json prints the report as JSON for scripts.
+Checks: database (read-only quick_check), outbox backlog and age, disk and memory headroom, clock trust
+as the agent last recorded it, broker (the daemon's last recorded connection), peripherals (checked by
+the running agent only: it holds the serial ports; use pos-ops diag), certificate expiry
+(mqtt.tls.cert, mqtt.tls.ca, trust roots), components.
+Exit codes: 0 no check failed (warnings allowed), 1 a check failed, 2 usage or config error.`,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -43,6 +55,8 @@ async function main(argv: string[]): Promise<number> {
       return configCheck(rest);
     case "status":
       return status(rest);
+    case "diag":
+      return diag(rest);
     default:
       throw new UsageError(`pos-agent: unknown command "${command}"; see pos-agent --help`);
   }
@@ -113,6 +127,26 @@ function status(args: string[]): number {
   const report = readStatus(config);
   console.log(values.json ? JSON.stringify(report, null, 2) : formatStatus(report, Date.now()));
   return 0;
+}
+
+async function diag(args: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    args,
+    { config: { type: "string", short: "c" }, json: { type: "boolean" } },
+    "pos-agent diag",
+  );
+  if (values.help) return help("diag");
+  if (positionals.length > 0) throw new UsageError(`pos-agent diag: unexpected argument "${positionals[0]}"`);
+  const { config } = loadConfigOrThrow(values.config);
+  const local = openLocalDiagnostics(config, { now: Date.now });
+  let report: DiagnosticsReport;
+  try {
+    report = await runDiagnostics(local.checks, { deviceId: config.deviceId, now: Date.now });
+  } finally {
+    local.close();
+  }
+  console.log(values.json ? JSON.stringify(report, null, 2) : formatReport(report));
+  return report.summary.fail > 0 ? 1 : 0;
 }
 
 function help(command: string): number {

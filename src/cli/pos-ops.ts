@@ -6,6 +6,8 @@ import { createRootCa, issueLeaf, ROLES, type Role } from "../pki/issue.js";
 import { signEnvelope } from "../pki/sign-envelope.js";
 import { errorMessage } from "../shared/errors.js";
 import { answerTopLevel, parse, runMain, UsageError } from "./args.js";
+import { opsCmd } from "./ops-cmd.js";
+import { opsDiag } from "./ops-diag.js";
 
 const HELP = `pos-ops: operator tools for pos-agent fleets
 
@@ -16,10 +18,15 @@ Usage:
                                   a leaf key and certificate under the root CA in --ca
   pos-ops sign --key KEY --cert CERT [--chain PEM] FILE [--out FILE] [--typ command|manifest]
                                   wrap a command or manifest in a signed envelope, or add a signature
+  pos-ops cmd --broker URL --tenant T --target DEVICE|group:G CMD [--args JSON] [--sign KEY,CERT]
+              [--wait SEC] [--id ID] [--json]
+                                  send one command and print its responses
+  pos-ops diag --broker URL --tenant T --target DEV1,DEV2,…|group:G [--wait SEC] [--checks a,b] [--json]
+                                  run diagnostics on many terminals; one row per device
   pos-ops --version
 
 Exit codes: 0 success, 1 runtime failure, 2 usage error. Each command answers --help.
-The release, cmd and diag commands arrive with the remote-commands and signed-release capabilities.`;
+The release command arrives with the signed-release capability.`;
 
 const COMMAND_HELP = {
   pki: `Usage:
@@ -67,6 +74,10 @@ async function main(argv: string[]): Promise<number> {
       return pki(rest);
     case "sign":
       return sign(rest);
+    case "cmd":
+      return opsCmd(rest);
+    case "diag":
+      return opsDiag(rest);
     default:
       throw new UsageError(`pos-ops: unknown command "${command}"; see pos-ops --help`);
   }

@@ -122,3 +122,12 @@ export function openDatabaseReadOnly(dataDir: string): Database {
   db.pragma("busy_timeout = 2000");
   return db;
 }
+
+/** `PRAGMA quick_check`: one row "ok", or up to 100 rows naming problems. */
+export function quickCheck(db: Database): string {
+  const rows = db.pragma("quick_check") as Record<string, unknown>[];
+  const messages = rows.map((row) => String(Object.values(row)[0]));
+  if (messages.length === 1 && messages[0] === "ok") return "ok";
+  const shown = messages.slice(0, 3).join("; ");
+  return messages.length > 3 ? `${shown} (and ${messages.length - 3} more)` : shown;
+}

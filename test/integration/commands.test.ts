@@ -202,6 +202,34 @@ describe("remote commands through Mosquitto", () => {
     expect(all[2]).toMatchObject({ status: "succeeded", duplicate: true, result: first?.result });
   });
 
+  it("runs the diagnostics suite: accepted, progress, then the report of every check", async () => {
+    send({ id: "diag-1", cmd: "diagnostics.run" });
+    const [done] = await answer("diag-1");
+    expect(done?.status).toBe("succeeded");
+    const report = done?.result as {
+      summary: Record<string, number>;
+      checks: Array<{ name: string; status: string }>;
+    };
+    expect(report.checks.map((check) => check.name)).toEqual([
+      "database",
+      "outbox",
+      "disk",
+      "memory",
+      "clock",
+      "broker",
+      "peripherals",
+      "certificates",
+      "components",
+    ]);
+    expect(report.checks.find((check) => check.name === "database")?.status).toBe("pass");
+    expect(report.checks.find((check) => check.name === "broker")?.status).toBe("pass");
+    const statuses = responses
+      .filter((response) => response.id === "diag-1")
+      .map((response) => response.status);
+    expect(statuses[0]).toBe("accepted");
+    expect(statuses.at(-1)).toBe("succeeded");
+  });
+
   it("runs a signed restart: the answer comes, then the agent stops cleanly", async () => {
     send(signed(restart("restart-1")));
     const [response] = await answer("restart-1");
