@@ -8,6 +8,8 @@
 //   serial   lines/s from a PTY through framing, level, storm filter, scrubbing and SQLite commit, vs
 //            node-serialport's ReadlineParser alone on the same kind of PTY (needs socat)
 //   scrub    the card-data scrubber over a realistic log corpus, MB/s
+//   commands ping round trip to a real agent (publish → terminal response) vs a raw MQTT 5
+//            request/response echo, median and p99; diagnostics fan-out to 1 000 simulated terminals
 //   host     each systeminformation call's cost, and the host sampling's CPU per hour at a 10 s
 //            interval vs an idle node process, with the longest event-loop stall it caused
 import { spawn, spawnSync } from "node:child_process";
@@ -15,6 +17,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import mqtt from "mqtt";
+import { benchCommands } from "./lib/bench-commands.mjs";
 import { benchHost } from "./lib/bench-host.mjs";
 import { benchScrubber } from "./lib/bench-scrubber.mjs";
 import { benchSerialCapture } from "./lib/bench-serial.mjs";
@@ -194,6 +197,8 @@ async function idle(brokerPort) {
 async function main() {
   rmSync(WORK, { recursive: true, force: true });
   mkdirSync(WORK, { recursive: true });
+  // Mosquitto's defaults (no TCP_NODELAY), as the earlier figures were measured; command round trips
+  // are Nagle-bound then (see README, Performance).
   const broker = await startMosquitto({ dir: join(WORK, "broker"), persistence: false });
   try {
     console.log(`broker: Mosquitto on ${broker.url}; node ${process.version}`);
@@ -224,6 +229,23 @@ async function main() {
     console.log(
       `card-data scrubber: ${scrub.mbPerSec.toFixed(1)} MB/s over ${(scrub.bytes / 1e6).toFixed(0)} MB`,
     );
+    const commandAgent = await startAgent("cmd", broker.port);
+    await sleep(1500); // connected and subscribed
+    const commands = await benchCommands({
+      brokerUrl: broker.url,
+      rounds: 500,
+      target: { tenant: "bench", deviceId: "BENCH-cmd" },
+      fanoutDevices: 1000,
+    });
+    commandAgent.child.kill("SIGTERM");
+    console.log(
+      `command round trip (ping to a real agent): median ${commands.fleet.medianMs.toFixed(2)} ms, p99 ${commands.fleet.p99Ms.toFixed(2)} ms; raw MQTT 5 request/response echo: median ${commands.raw.medianMs.toFixed(2)} ms, p99 ${commands.raw.p99Ms.toFixed(2)} ms`,
+    );
+    if (commands.fanout) {
+      console.log(
+        `diagnostics fan-out to ${commands.fanout.devices} simulated terminals: ${commands.fanout.listMs.toFixed(0)} ms one request each, ${commands.fanout.groupMs.toFixed(0)} ms by group topic (connecting them took ${commands.fanout.connectMs.toFixed(0)} ms)`,
+      );
+    }
     const host = await benchHost({ samples: 8, dataDir: WORK });
     console.log("\nsysteminformation calls (ms: first / median; spawns; worst event-loop stall):");
     for (const call of host.calls) {
@@ -270,6 +292,12 @@ async function main() {
       );
     }
     row("card-data scrubber", `${scrub.mbPerSec.toFixed(0)} MB/s`, ">= 50 MB/s", scrub.mbPerSec >= 50);
+    row(
+      "command round trip, median / p99 (raw echo)",
+      `${commands.fleet.medianMs.toFixed(2)} / ${commands.fleet.p99Ms.toFixed(2)} ms (${commands.raw.medianMs.toFixed(2)} / ${commands.raw.p99Ms.toFixed(2)} ms)`,
+      "reported",
+      true,
+    );
     row(
       "host sampling at 10 s, CPU it adds to an idle node",
       `${aboveIdlePct.toFixed(3)} % of a core`,

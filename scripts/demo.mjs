@@ -50,6 +50,26 @@ async function startBroker() {
   };
 }
 
+/**
+ * Runs bin/pos-ops and resolves with the lines it printed (stdout and stderr); a failing run is part
+ * of the show. Asynchronous: this process also runs the TCP link the agent talks through.
+ */
+function runOps(args) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(ROOT, "bin/pos-ops"), ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let text = "";
+    child.stdout.on("data", (chunk) => {
+      text += chunk;
+    });
+    child.stderr.on("data", (chunk) => {
+      text += chunk;
+    });
+    child.once("exit", () => resolve(text.split("\n").filter(Boolean)));
+  });
+}
+
 async function post(port, path, items) {
   const response = await fetch(`http://127.0.0.1:${port}${path}`, {
     method: "POST",
@@ -84,6 +104,7 @@ async function main() {
       say(`fleet <- state: ${body.online ? "ONLINE" : "OFFLINE"} (${body.state}, session ${body.sessionId})`);
       return;
     }
+    if (leaf.startsWith("cmd/") || leaf.startsWith("diag/")) return; // pos-ops prints those
     if (leaf.startsWith("periph/")) {
       const status = body.status
         ? `, paper ${body.status.paper}, cover ${body.status.cover}, ${body.status.online ? "online" : "offline"}`
@@ -151,6 +172,23 @@ async function main() {
     );
   }
 
+  // The operators' PKI, made with the operators' own tool: a root the terminal trusts, and a key to sign with.
+  const pki = join(WORK, "pki");
+  await runOps(["pki", "init", "--out", join(pki, "ca"), "--cn", "Demo Operators"]);
+  await runOps([
+    "pki",
+    "issue",
+    "--ca",
+    join(pki, "ca"),
+    "--role",
+    "operator",
+    "--cn",
+    "demo-operator",
+    "--out",
+    join(pki, "keys"),
+  ]);
+  say("pos-ops: operator root CA and an operator certificate issued (pos-ops pki init / issue)");
+
   const intakePort = await freePort();
   const config = {
     deviceId: DEVICE,
@@ -166,6 +204,7 @@ async function main() {
           { name: "pinpad", path: pinpad.path, baudRate: 115200, driver: "lines" },
         ]
       : [],
+    trust: { operatorRoots: [join(pki, "ca", "ca.cert.pem")] },
     log: { level: "warn" },
   };
   const configPath = join(WORK, "config.json");
@@ -186,6 +225,8 @@ async function main() {
       }
     }
   });
+  // If the demo itself fails, the agent must not live on holding the ports.
+  process.once("exit", () => agent.kill("SIGKILL"));
   const agentExit = new Promise((r) => agent.once("exit", (code) => r(code)));
   for (let i = 0; i < 50; i++) {
     const ok = await fetch(`http://127.0.0.1:${intakePort}/v1/health`).then(
@@ -257,8 +298,26 @@ async function main() {
     await sleep(3500);
   }
 
-  say("agent: SIGTERM (clean stop)");
-  agent.kill("SIGTERM");
+  // Remote technical support (MQTT 5 request/response: Mosquitto; the embedded aedes speaks 3.1.1 only).
+  let signedRestart = false;
+  if (broker.name.startsWith("Mosquitto")) {
+    const ops = ["--broker", broker.url, "--tenant", TENANT, "--target", DEVICE, "--wait", "15"];
+    say("pos-ops diag: the diagnostics suite on the terminal, from the operator's desk");
+    for (const line of await runOps(["diag", ...ops])) say(`  ${line}`);
+    say("pos-ops cmd agent.restart, unsigned: refused");
+    for (const line of await runOps(["cmd", ...ops, "agent.restart"])) say(`  ${line}`);
+    say("pos-ops cmd agent.restart, signed by the operator: answered, then the agent stops cleanly");
+    const key = join(pki, "keys", "demo-operator.key.pem");
+    const cert = join(pki, "keys", "demo-operator.cert.pem");
+    for (const line of await runOps(["cmd", ...ops, "agent.restart", "--sign", `${key},${cert}`])) {
+      say(`  ${line}`);
+    }
+    signedRestart = true;
+  }
+  if (!signedRestart) {
+    say("agent: SIGTERM (clean stop)");
+    agent.kill("SIGTERM");
+  }
   const code = await agentExit;
   await sleep(300);
   const missing = [...expected].filter((seq) => !seen.has(seq)).length;

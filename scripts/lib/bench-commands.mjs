@@ -6,6 +6,8 @@
 //   fanout  diagnostics.run to N simulated terminals until every one has answered: one request per
 //           device (as `pos-ops diag DEV1,DEV2,…` does) and one request on a group topic they all share
 // Returns numbers and prints nothing. Needs `npm run build` (the client is imported from dist/).
+// Start the broker with `set_tcp_nodelay true` (mosquitto's default is false): otherwise Nagle's
+// algorithm meets delayed ACKs and every round trip here, raw included, is about 44 ms of waiting.
 import { randomBytes } from "node:crypto";
 import { resolve } from "node:path";
 import mqtt from "mqtt";
@@ -36,6 +38,8 @@ async function connected(url, options) {
     client.once("connect", res);
     client.once("error", rej);
   });
+  // The floor: Nagle's algorithm off at this end (the broker needs set_tcp_nodelay for its end).
+  client.stream.setNoDelay?.(true);
   return client;
 }
 

@@ -1,6 +1,6 @@
 import type { IClientOptions } from "mqtt";
 
-/** The check names of the simulated diagnostics suite. */
+/** The check names of the simulated diagnostics suite (those of src/diagnostics). */
 export declare const DIAGNOSTIC_CHECKS: readonly string[];
 
 export interface SimulatedCheck {
@@ -49,6 +49,8 @@ export interface FleetOptions {
   runMs?: number;
   /** Connections opened at once while starting. Default 100. */
   connectConcurrency?: number;
+  /** TCP_NODELAY on each terminal's socket (Nagle's algorithm off). Default true. */
+  noDelay?: boolean;
   /** Extra mqtt.js options (TLS, credentials) for every terminal. */
   mqttOptions?: IClientOptions;
 }
@@ -61,7 +63,7 @@ export interface Fleet {
   received(deviceId: string): unknown[];
   /** Requests received by all terminals together. */
   readonly requestCount: number;
-  /** What the device answers to diagnostics.run (`ts` aside). */
+  /** What the device answers to diagnostics.run (`ts` aside); an unknown check name is a fail of that name, as in the agent. */
   reportFor(deviceId: string, checks?: readonly string[]): SimulatedReport;
   /** Disconnects every terminal; pending slow answers are dropped. */
   stop(): Promise<void>;

@@ -1,14 +1,7 @@
-import { z } from "zod";
-import { isTerminalStatus } from "../shared/command-response.js";
 import { errorMessage } from "../shared/errors.js";
-import {
-  type CommandTarget,
-  type FleetResponse,
-  parseTarget,
-  type ReceivedResponse,
-  targetText,
-} from "../transport/command-client.js";
+import { type CommandTarget, parseTarget, targetText } from "../transport/command-client.js";
 import { parse, UsageError } from "./args.js";
+import { type DiagEntry, isFinal, renderTable, summarise, toRow } from "./diag-rows.js";
 import {
   BROKER_HELP,
   BROKER_OPTIONS,
@@ -45,53 +38,6 @@ const DEFAULT_WAIT_SEC = 30;
 const PROGRESS_EVERY_MS = 250;
 const CHECK_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
-/** What is needed of a DiagnosticsReport (the `result` of diagnostics.run); loose, as it may grow. */
-export const DiagnosticsCheckView = z.looseObject({
-  name: z.string(),
-  status: z.enum(["pass", "warn", "fail"]),
-  detail: z.string().optional(),
-  durationMs: z.number().optional(),
-});
-export const DiagnosticsReportView = z.looseObject({
-  summary: z.looseObject({
-    pass: z.number().int().nonnegative(),
-    warn: z.number().int().nonnegative(),
-    fail: z.number().int().nonnegative(),
-    worst: z.string().optional(),
-  }),
-  checks: z.array(DiagnosticsCheckView),
-});
-export type DiagnosticsReportView = z.infer<typeof DiagnosticsReportView>;
-
-/** One device's outcome at the deadline. */
-export type DiagRow =
-  | { deviceId: string; answered: false; lastStatus?: string; error?: string }
-  | {
-      deviceId: string;
-      answered: true;
-      status: "succeeded";
-      elapsedMs: number;
-      summary: { pass: number; warn: number; fail: number };
-      worst: string | null;
-      report: DiagnosticsReportView;
-    }
-  | {
-      deviceId: string;
-      answered: true;
-      status: "succeeded" | "failed" | "rejected";
-      elapsedMs: number;
-      code?: string;
-      message?: string;
-      unreadable?: string;
-    };
-
-interface Pending {
-  deviceId: string;
-  sentAt: number;
-  last?: ReceivedResponse;
-  error?: string;
-}
-
 export async function opsDiag(argv: string[], deps: OpsDeps = processDeps()): Promise<number> {
   const command = "pos-ops diag";
   const { values, positionals } = parse(
@@ -123,8 +69,8 @@ export async function opsDiag(argv: string[], deps: OpsDeps = processDeps()): Pr
   const started = deps.now();
   const deadline = started + waitSec * 1000;
   /** By command id for a device list; by device id for a group (one command, many answers). */
-  const pending = new Map<string, Pending>();
-  const byDevice = new Map<string, Pending>();
+  const pending = new Map<string, DiagEntry>();
+  const byDevice = new Map<string, DiagEntry>();
   let ticker: ReturnType<typeof setInterval> | undefined;
   try {
     client.onInvalid((problem) => deps.err(`warning: ${problem}`));
@@ -159,7 +105,7 @@ export async function opsDiag(argv: string[], deps: OpsDeps = processDeps()): Pr
       }, PROGRESS_EVERY_MS);
     }
 
-    const send = async (target: CommandTarget, id: string, entry: Pending | undefined): Promise<void> => {
+    const send = async (target: CommandTarget, id: string, entry: DiagEntry | undefined): Promise<void> => {
       const request = buildCommand({
         id,
         cmd: "diagnostics.run",
@@ -186,7 +132,7 @@ export async function opsDiag(argv: string[], deps: OpsDeps = processDeps()): Pr
         for (const target of targets) {
           if (target.kind !== "device") continue;
           const id = deps.newId();
-          const entry: Pending = { deviceId: target.deviceId, sentAt: deps.now() };
+          const entry: DiagEntry = { deviceId: target.deviceId, sentAt: deps.now() };
           pending.set(id, entry);
           byDevice.set(target.deviceId, entry);
           sends.push(send(target, id, entry));
@@ -226,108 +172,6 @@ export async function opsDiag(argv: string[], deps: OpsDeps = processDeps()): Pr
     `${targetText(group)}: ${summary.answered} device(s) answered within ${waitSec} s, ${summary.failing} with failing checks or commands; members that did not answer have no row (pos-ops cannot know the group's members)`,
   );
   return summary.answered > 0 && summary.answered === rows.length && summary.failing === 0 ? 0 : 1;
-}
-
-function isFinal(received: ReceivedResponse | undefined): boolean {
-  return received !== undefined && isTerminalStatus(received.response.status);
-}
-
-function toRow(entry: Pending): DiagRow {
-  const last = entry.last;
-  if (last === undefined || !isTerminalStatus(last.response.status)) {
-    const row: DiagRow = { deviceId: entry.deviceId, answered: false };
-    if (last !== undefined) row.lastStatus = last.response.status;
-    if (entry.error !== undefined) row.error = entry.error;
-    return row;
-  }
-  const response: FleetResponse = last.response;
-  const status = response.status as "succeeded" | "failed" | "rejected";
-  const elapsedMs = Math.max(0, last.receivedAt - entry.sentAt);
-  if (status === "succeeded") {
-    const report = DiagnosticsReportView.safeParse(response.result);
-    if (report.success) {
-      return {
-        deviceId: entry.deviceId,
-        answered: true,
-        status,
-        elapsedMs,
-        summary: {
-          pass: report.data.summary.pass,
-          warn: report.data.summary.warn,
-          fail: report.data.summary.fail,
-        },
-        worst: worstCheck(report.data),
-        report: report.data,
-      };
-    }
-    const issue = report.error.issues[0];
-    return {
-      deviceId: entry.deviceId,
-      answered: true,
-      status,
-      elapsedMs,
-      unreadable:
-        issue === undefined ? "not a report" : `${issue.path.join(".") || "result"}: ${issue.message}`,
-    };
-  }
-  const row: DiagRow = { deviceId: entry.deviceId, answered: true, status, elapsedMs };
-  if (response.code !== undefined) row.code = response.code;
-  if (response.message !== undefined) row.message = response.message;
-  return row;
-}
-
-/** The first failing check, else the first warning; null when all passed. */
-export function worstCheck(report: DiagnosticsReportView): string | null {
-  const failing = report.checks.find((check) => check.status === "fail");
-  const warning = report.checks.find((check) => check.status === "warn");
-  const named = failing ?? warning;
-  if (named !== undefined) return named.name;
-  if (report.checks.length === 0 && report.summary.worst !== undefined) return report.summary.worst;
-  return null;
-}
-
-export function renderTable(rows: readonly DiagRow[]): string[] {
-  const width = Math.max("DEVICE".length, ...rows.map((row) => row.deviceId.length));
-  const worstWidth = Math.max(
-    "WORST CHECK".length,
-    ...rows.map((row) => ("worst" in row ? (row.worst ?? "-").length : 0)),
-  );
-  const num = (n: number): string => String(n).padStart(4);
-  const lines = [`${"DEVICE".padEnd(width)}  PASS WARN FAIL  ${"WORST CHECK".padEnd(worstWidth)}  (TIME)`];
-  for (const row of rows) {
-    const device = row.deviceId.padEnd(width);
-    if (!row.answered) {
-      const why =
-        row.error !== undefined
-          ? ` (not sent: ${row.error})`
-          : row.lastStatus !== undefined
-            ? ` (last status: ${row.lastStatus}, no result)`
-            : "";
-      lines.push(`${device}  no answer${why}`);
-    } else if ("report" in row) {
-      const { pass, warn, fail } = row.summary;
-      lines.push(
-        `${device}  ${num(pass)} ${num(warn)} ${num(fail)}  ${(row.worst ?? "-").padEnd(worstWidth)}  (${row.elapsedMs} ms)`,
-      );
-    } else if (row.unreadable !== undefined) {
-      lines.push(`${device}  unreadable report (${row.unreadable})  (${row.elapsedMs} ms)`);
-    } else {
-      const fields = [row.status, row.code, row.message].filter((field) => field !== undefined);
-      lines.push(`${device}  ${fields.join("  ")}  (${row.elapsedMs} ms)`);
-    }
-  }
-  return lines;
-}
-
-function summarise(rows: readonly DiagRow[]): { answered: number; failing: number } {
-  let answered = 0;
-  let failing = 0;
-  for (const row of rows) {
-    if (!row.answered) continue;
-    answered += 1;
-    if (!("report" in row) || row.summary.fail > 0) failing += 1;
-  }
-  return { answered, failing };
 }
 
 function parseTargets(command: string, text: string): CommandTarget[] {

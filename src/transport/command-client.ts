@@ -149,6 +149,9 @@ export async function connectCommandClient(options: CommandClientOptions): Promi
   if (options.password !== undefined) opts.password = options.password;
 
   const client = mqtt.connect(options.url, opts);
+  // Requests and answers are small and interactive: Nagle's algorithm would hold each write back
+  // until the previous one is acknowledged (40 ms and more on Linux with delayed ACKs).
+  client.on("connect", () => noDelay(client));
   await firstConnect(client, options.url);
   try {
     const grants = await client.subscribeAsync(replyTopic, { qos: 1 });
@@ -283,6 +286,11 @@ export async function connectCommandClient(options: CommandClientOptions): Promi
       });
     },
   };
+}
+
+function noDelay(client: MqttClient): void {
+  const stream = client.stream as { setNoDelay?: (noDelay: boolean) => unknown } | undefined;
+  stream?.setNoDelay?.(true);
 }
 
 /** Resolves on the first CONNACK; rejects, and stops retrying, if the connection fails first. */

@@ -1,3 +1,4 @@
+import { rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -110,6 +111,21 @@ describe("serial link over a real PTY", () => {
     expect(started.link.state.path).toBe(join(sysfs.devRoot, "ttyUSB1"));
     await second.write("moved\n");
     await until(() => started.text() === "moved\n", "capture at the new path");
+  });
+
+  it("goes offline when the device node disappears even though the port itself reports nothing", async () => {
+    const root = makeTmpDir("link");
+    const pty = await startPty(join(root, "pty"));
+    onTestFinished(() => pty.stop());
+    // The agent opens a node that links to the PTY; removing only the node leaves the PTY alive, so
+    // node-serialport sees no hangup at all: only the watch on the node can notice.
+    const node = join(root, "ttyNODE");
+    symlinkSync(pty.path, node);
+    const started = startLink({ path: node });
+    await until(() => started.link.state.status === "online", "online");
+    rmSync(node);
+    await until(() => started.link.state.status === "offline", "offline after the node vanished");
+    expect(started.link.state.error).toContain("the device node disappeared");
   });
 
   it("closes the port and stops trying when stopped", async () => {
