@@ -1,5 +1,21 @@
 import { errorMessage } from "../shared/errors.js";
 
+/**
+ * The suite, in the order it runs: the live one (`diagnostics.run`), the local one (`pos-agent diag`)
+ * and the fleet simulator answer with these names, and the tests hold all three to this list.
+ */
+export const DIAGNOSTIC_CHECK_NAMES = [
+  "database",
+  "outbox",
+  "disk",
+  "memory",
+  "clock",
+  "broker",
+  "peripherals",
+  "certificates",
+  "components",
+] as const;
+
 export type CheckStatus = "pass" | "warn" | "fail";
 
 export interface CheckResult {

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
+import { DIAGNOSTIC_CHECK_NAMES } from "../../src/diagnostics/check.js";
 import { fromBase64url, toBase64url } from "../../src/pki/envelope.js";
 import { createRootCa, issueLeaf, type KeyAndCert } from "../../src/pki/issue.js";
 import { signEnvelope } from "../../src/pki/sign-envelope.js";
@@ -210,17 +211,7 @@ describe("remote commands through Mosquitto", () => {
       summary: Record<string, number>;
       checks: Array<{ name: string; status: string }>;
     };
-    expect(report.checks.map((check) => check.name)).toEqual([
-      "database",
-      "outbox",
-      "disk",
-      "memory",
-      "clock",
-      "broker",
-      "peripherals",
-      "certificates",
-      "components",
-    ]);
+    expect(report.checks.map((check) => check.name)).toEqual([...DIAGNOSTIC_CHECK_NAMES]);
     expect(report.checks.find((check) => check.name === "database")?.status).toBe("pass");
     expect(report.checks.find((check) => check.name === "broker")?.status).toBe("pass");
     const statuses = responses

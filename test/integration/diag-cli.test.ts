@@ -4,6 +4,7 @@ import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { DiagnosticsReport } from "../../src/diagnostics/check.js";
+import { DIAGNOSTIC_CHECK_NAMES } from "../../src/diagnostics/check.js";
 import { LAST_TRUSTED_KEY } from "../../src/metrics/clock-sanity.js";
 import { createRootCa, issueLeaf } from "../../src/pki/issue.js";
 import { silentLogger } from "../../src/shared/logger.js";
@@ -14,17 +15,7 @@ import { suiteResources } from "../helpers/suite-resources.js";
 // Runs the built CLI (`npm run build` first), as a technician on site would.
 const execFileAsync = promisify(execFile);
 const AGENT = resolve(import.meta.dirname, "../../bin/pos-agent");
-const ALL_CHECKS = [
-  "database",
-  "outbox",
-  "disk",
-  "memory",
-  "clock",
-  "broker",
-  "peripherals",
-  "certificates",
-  "components",
-];
+const ALL_CHECKS = DIAGNOSTIC_CHECK_NAMES;
 
 async function diag(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {

@@ -3,7 +3,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { type Config, Config as ConfigSchema } from "../../../src/config/schema.js";
-import { type CheckResult, runDiagnostics } from "../../../src/diagnostics/check.js";
+import { type CheckResult, DIAGNOSTIC_CHECK_NAMES, runDiagnostics } from "../../../src/diagnostics/check.js";
 import {
   brokerConnectionCheck,
   type ConnectionState,
@@ -203,17 +203,7 @@ describe("openLocalDiagnostics", () => {
     );
     expect(checks.components).toMatchObject({ status: "pass", detail: "pos-app (version unknown)" });
     expect(checks.certificates).toMatchObject({ status: "pass", detail: "no certificates configured" });
-    expect(Object.keys(checks)).toEqual([
-      "database",
-      "outbox",
-      "disk",
-      "memory",
-      "clock",
-      "broker",
-      "peripherals",
-      "certificates",
-      "components",
-    ]);
+    expect(Object.keys(checks)).toEqual([...DIAGNOSTIC_CHECK_NAMES]);
   });
 
   it("checks the configured certificate files", async () => {
