@@ -1,8 +1,12 @@
+import { join } from "node:path";
 import { createAgentCommandHandlers } from "./commands/agent-commands.js";
 import { createPingHandler } from "./commands/builtins.js";
-import type { VerifyCommandEnvelope } from "./commands/command.js";
+import type { AnyCommandHandler, VerifyCommandEnvelope } from "./commands/command.js";
 import { createDiagnosticsHandler } from "./commands/diagnostics-command.js";
 import { createCommandDispatcher } from "./commands/dispatch.js";
+import { createLogsQueryHandler } from "./commands/logs-query.js";
+import { createLogsUploadHandler } from "./commands/logs-upload.js";
+import { redactConfig } from "./config/redact.js";
 import type { Config } from "./config/schema.js";
 import { createLiveChecks } from "./diagnostics/live-checks.js";
 import type { IntakeServer } from "./intake/server.js";
@@ -23,6 +27,7 @@ import type { Clock } from "./shared/clock.js";
 import type { AgentEvent } from "./shared/events.js";
 import type { Logger } from "./shared/logger.js";
 import type { CommandJournal } from "./store/command-journal.js";
+import type { LogArchive } from "./store/log-archive.js";
 import type { MetaStore } from "./store/meta.js";
 import type { Outbox } from "./store/outbox.js";
 import { createCommandChannel } from "./transport/command-channel.js";
@@ -58,6 +63,8 @@ export interface AgentDeps {
   commands: { journal: CommandJournal; verify: VerifyCommandEnvelope; restart: () => void };
   /** What the diagnostics suite reads beyond the capabilities above. */
   diagnostics: { quickCheck: () => string; readers: Pick<HostReaders, "filesystems" | "memory"> };
+  /** Recent logs and events kept after publishing, for logs.query and logs.upload. */
+  logArchive: LogArchive;
   /** Folds old telemetry into aggregates when the outbox runs short of room. */
   downsampler: { run(now: number): { folded: number; aggregates: number; freedBytes: number } };
   clock: Clock;
@@ -122,14 +129,7 @@ export function createAgent(deps: AgentDeps) {
         driver: state.driver,
         online: state.link === "online",
       })),
-      capabilities: [
-        "ping",
-        "rebirth",
-        "diagnostics.run",
-        "metrics.snapshot",
-        "peripherals.status",
-        "agent.restart",
-      ],
+      capabilities: handlers.map((handler) => handler.name).sort(),
       extra: {
         ...hostHealth.systemFacts(),
         alerts: hostHealth.activeAlerts(),
@@ -206,40 +206,71 @@ export function createAgent(deps: AgentDeps) {
     groups: config.mqtt.groups,
     log: log.child({ component: "commands" }),
   });
+  const handlers: AnyCommandHandler[] = [
+    createPingHandler({ clock }),
+    createDiagnosticsHandler({
+      deviceId: config.deviceId,
+      now: clock.now,
+      checks: () =>
+        createLiveChecks({
+          config,
+          quickCheck: deps.diagnostics.quickCheck,
+          outboxStats: () => outbox.stats(),
+          filesystems: () => deps.diagnostics.readers.filesystems(),
+          memory: () => deps.diagnostics.readers.memory(),
+          clock: () => {
+            const reason = hostHealth.clock.reason();
+            return { trusted: hostHealth.clock.trusted(), ...(reason === undefined ? {} : { reason }) };
+          },
+          brokerRoundTrip,
+          peripherals: () => peripherals.states(),
+          now: clock.now,
+        }),
+    }),
+    ...createAgentCommandHandlers({
+      rebirth: () => presence.rebirth(),
+      metrics: () => heartbeat.snapshot(),
+      peripherals: () => peripherals.states(),
+      restart: deps.commands.restart,
+    }),
+    createLogsQueryHandler({
+      archive: deps.logArchive,
+      maxMessageBytes: config.outbox.maxMessageBytes,
+      monotonic: clock.monotonic,
+    }),
+    createLogsUploadHandler({
+      archive: deps.logArchive,
+      tmpDir: join(config.dataDir, "tmp"),
+      header: () => ({
+        v: 1,
+        deviceId: config.deviceId,
+        tenant: config.tenant,
+        model: config.model,
+        agentVersion: deps.agentVersion,
+        createdAt: new Date(clock.now()).toISOString(),
+      }),
+      status: () => {
+        const reason = hostHealth.clock.reason();
+        return {
+          connection: meta.getJson<unknown>("connection") ?? null,
+          outbox: outbox.stats(),
+          archive: deps.logArchive.stats(),
+          peripherals: peripherals.states(),
+          alerts: hostHealth.activeAlerts(),
+          clock: { trusted: hostHealth.clock.trusted(), ...(reason === undefined ? {} : { reason }) },
+          system: hostHealth.systemFacts(),
+        };
+      },
+      config: () => redactConfig(config),
+    }),
+  ];
   const dispatcher = createCommandDispatcher({
     deviceId: config.deviceId,
     groups: config.mqtt.groups,
     requireSignature: config.commands.requireSignature,
     verify: deps.commands.verify,
     journal: deps.commands.journal,
-    handlers: [
-      createPingHandler({ clock }),
-      createDiagnosticsHandler({
-        deviceId: config.deviceId,
-        now: clock.now,
-        checks: () =>
-          createLiveChecks({
-            config,
-            quickCheck: deps.diagnostics.quickCheck,
-            outboxStats: () => outbox.stats(),
-            filesystems: () => deps.diagnostics.readers.filesystems(),
-            memory: () => deps.diagnostics.readers.memory(),
-            clock: () => {
-              const reason = hostHealth.clock.reason();
-              return { trusted: hostHealth.clock.trusted(), ...(reason === undefined ? {} : { reason }) };
-            },
-            brokerRoundTrip,
-            peripherals: () => peripherals.states(),
-            now: clock.now,
-          }),
-      }),
-      ...createAgentCommandHandlers({
-        rebirth: () => presence.rebirth(),
-        metrics: () => heartbeat.snapshot(),
-        peripherals: () => peripherals.states(),
-        restart: deps.commands.restart,
-      }),
-    ],
+    handlers,
     clock,
     clockTrusted: () => hostHealth.clock.trusted(),
     respond: (response, route) => {

@@ -23,6 +23,7 @@ import { createTelemetryDownsampler } from "./store/downsample.js";
 import { createDropReport } from "./store/drop-report.js";
 import { createEventRecorder } from "./store/event-recorder.js";
 import { acquireDataDirLock } from "./store/lock.js";
+import { createLogArchive } from "./store/log-archive.js";
 import { createMetaStore } from "./store/meta.js";
 import { createOutbox } from "./store/outbox.js";
 import { createSessionIds } from "./store/session-counter.js";
@@ -168,6 +169,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
       },
     },
     diagnostics: { quickCheck: () => quickCheck(opened.db), readers: hostReaders },
+    logArchive: createLogArchive(opened.db),
     downsampler: createTelemetryDownsampler({
       db: opened.db,
       olderThanMs: 3_600_000,

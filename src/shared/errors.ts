@@ -14,6 +14,8 @@ export const ERROR_CODES = [
   "TOO_LARGE",
   "BAD_PATH",
   "DOWNLOAD_FAILED",
+  // Not in CONTRACT.md 10: logs.upload's PUT failing is not a download failing (noted on issue 5).
+  "UPLOAD_FAILED",
   "DISK_FULL",
   "BUSY",
   "DEFERRED",

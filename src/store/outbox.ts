@@ -76,12 +76,19 @@ export interface OutboxOptions {
   maxBytes: number;
   /** A record whose JSON is larger than this could never be published inside one message. */
   maxRecordBytes: number;
+  /**
+   * Copies of logs and events kept after publishing (log-archive.ts), inside maxBytes: they use only
+   * room the outbox does not need, at most this much; the oldest go first. Default: a quarter of maxBytes.
+   */
+  archiveMaxBytes?: number;
 }
 
 const SEQ_RESERVE_BLOCK = 100_000;
 /** Below this the database's fixed pages (schema, meta) would dominate the disk/estimate ratio. */
 const CALIBRATE_AFTER_BYTES = 256 * 1024;
 const DROP_CHUNK = 256;
+/** Pruning takes the archive this far below its limit, so it runs once per many appends, not each one. */
+const ARCHIVE_PRUNE_TO = 0.9;
 
 export type Outbox = ReturnType<typeof createOutbox>;
 
@@ -89,6 +96,7 @@ class OutboxFull extends Error {}
 
 export function createOutbox(options: OutboxOptions) {
   const { db, counters, maxBytes, maxRecordBytes } = options;
+  const archiveMaxBytes = options.archiveMaxBytes ?? Math.floor(maxBytes / 4);
 
   const perStream = (sql: (table: string) => string) =>
     Object.fromEntries(STREAMS.map((stream) => [stream, db.prepare(sql(`outbox_${stream}`))])) as Record<
@@ -107,6 +115,12 @@ export function createOutbox(options: OutboxOptions) {
     "UPDATE outbox_stats SET dropped = dropped + ? WHERE stream = ?",
   );
   const totalBytes = db.prepare<[], { bytes: number }>("SELECT SUM(bytes) AS bytes FROM outbox_stats");
+  const archiveBytesQuery = db.prepare<[], { bytes: number }>("SELECT bytes FROM archive_stats WHERE id = 1");
+  const archiveOldest = db.prepare<[number], { seq: number; bytes: number }>(
+    "SELECT seq, bytes FROM archive ORDER BY seq LIMIT ?",
+  );
+  const archiveDeleteUpTo = db.prepare<[number]>("DELETE FROM archive WHERE seq <= ?");
+  const archiveBytes = () => archiveBytesQuery.get()?.bytes ?? 0;
   const lastSeqQuery = db.prepare<[], { last: number }>("SELECT last FROM outbox_seq WHERE id = 1");
   const setLastSeq = db.prepare<[number]>("UPDATE outbox_seq SET last = ? WHERE id = 1");
 
@@ -144,16 +158,24 @@ export function createOutbox(options: OutboxOptions) {
     return Math.max(1, (pages * PAGE_SIZE) / accounted);
   }
 
+  /** The quota in accounted bytes, corrected by the file's real size; the archive's copies count too. */
+  function currentLimit(used: number): number {
+    return maxBytes / diskRatio(used + archiveBytes());
+  }
+
   /**
    * Drops oldest records in DROP_ORDER until `needed` more bytes fit, taking only from streams that
-   * rank no higher than what is being added (telemetry never evicts an event). Inside the caller's
-   * transaction; false if there is no room even so.
+   * rank no higher than what is being added (telemetry never evicts an event). Archived copies yield
+   * first: they only use room the outbox does not need. Inside the caller's transaction; false if there
+   * is no room even so.
    */
   function makeRoom(needed: number, rank: number, dropped: Record<Stream, number>): boolean {
     let used = totalBytes.get()?.bytes ?? 0;
-    const limit = maxBytes / diskRatio(used);
+    const limit = currentLimit(used);
+    trimArchive(limit - used - needed);
+    const archived = archiveBytes();
     for (const stream of DROP_ORDER.slice(0, rank + 1)) {
-      while (used + needed > limit) {
+      while (used + needed + archived > limit) {
         const victims = oldestOf[stream].all(DROP_CHUNK) as Array<{ seq: number; bytes: number }>;
         if (victims.length === 0) break;
         let upTo = 0;
@@ -162,14 +184,14 @@ export function createOutbox(options: OutboxOptions) {
           upTo = victim.seq;
           used -= victim.bytes;
           count += 1;
-          if (used + needed <= limit) break;
+          if (used + needed + archived <= limit) break;
         }
         deleteUpTo[stream].run(upTo);
         addDropped.run(count, stream);
         dropped[stream] += count;
       }
     }
-    return used + needed <= limit;
+    return used + needed + archived <= limit;
   }
 
   const appendTx = db.transaction(
@@ -185,9 +207,38 @@ export function createOutbox(options: OutboxOptions) {
         insert[row.stream].run(seq, row.ts, row.json, row.bytes);
       }
       setLastSeq.run(seq);
+      pruneArchive();
       return { firstSeq, lastSeq: seq, dropped };
     },
   );
+
+  /**
+   * After an append: the batch's own copies may have taken the archive past its limit or past the room
+   * the outbox leaves; the oldest copies go. Inside the append's transaction.
+   */
+  function pruneArchive(): void {
+    const used = totalBytes.get()?.bytes ?? 0;
+    const room = currentLimit(used) - used;
+    const bytes = archiveBytes();
+    if (bytes > archiveMaxBytes) trimArchive(Math.min(room, archiveMaxBytes * ARCHIVE_PRUNE_TO));
+    else if (bytes > room) trimArchive(room);
+  }
+
+  /** Deletes the oldest archived copies until at most `target` bytes remain. */
+  function trimArchive(target: number): void {
+    let bytes = archiveBytes();
+    while (bytes > target) {
+      const oldest = archiveOldest.all(DROP_CHUNK);
+      if (oldest.length === 0) break;
+      let upTo = 0;
+      for (const row of oldest) {
+        upTo = row.seq;
+        bytes -= row.bytes;
+        if (bytes <= target) break;
+      }
+      archiveDeleteUpTo.run(upTo);
+    }
+  }
 
   /** Records refused for want of room are lost all the same: they count as dropped. */
   const countRefused = db.transaction((rows: ReadonlyArray<{ stream: Stream }>) => {
@@ -318,7 +369,7 @@ export function createOutbox(options: OutboxOptions) {
      */
     pressure(): number {
       const used = totalBytes.get()?.bytes ?? 0;
-      return used / (maxBytes / diskRatio(used));
+      return used / currentLimit(used);
     },
 
     lastSeq,
