@@ -304,6 +304,9 @@ async function main() {
     const ops = ["--broker", broker.url, "--tenant", TENANT, "--target", DEVICE, "--wait", "15"];
     say("pos-ops diag: the diagnostics suite on the terminal, from the operator's desk");
     for (const line of await runOps(["diag", ...ops])) say(`  ${line}`);
+    say("pos-ops cmd logs.query: the terminal's recent error lines, card numbers already masked");
+    const query = JSON.stringify({ level: "error", limit: 5 });
+    for (const line of await runOps(["cmd", ...ops, "logs.query", "--args", query])) say(`  ${line}`);
     say("pos-ops cmd agent.restart, unsigned: refused");
     for (const line of await runOps(["cmd", ...ops, "agent.restart"])) say(`  ${line}`);
     say("pos-ops cmd agent.restart, signed by the operator: answered, then the agent stops cleanly");

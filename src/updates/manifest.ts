@@ -78,7 +78,10 @@ export type Artifact = z.infer<typeof Artifact>;
 export const Manifest = z
   .strictObject({
     v: z.literal(1),
-    component: z.string().regex(COMPONENT_NAME_PATTERN, "must be 1-64 characters of A-Z a-z 0-9 . _ -"),
+    component: z
+      .string()
+      .regex(COMPONENT_NAME_PATTERN, "must be 1-64 characters of A-Z a-z 0-9 . _ -")
+      .refine((name) => name !== "." && name !== "..", 'must not be "." or ".." (it names a directory)'),
     version: z.string().regex(VERSION_PATTERN, "must be a version such as 2.4.1"),
     securityVersion: z.int().min(0).max(1_000_000),
     issuedAt: IsoTime,
@@ -86,7 +89,7 @@ export const Manifest = z
     compatible: z
       .strictObject({
         models: z.array(z.string().min(1).max(64)).min(1).max(256).exactOptional(),
-        minAgentVersion: z.string().regex(VERSION_PATTERN).exactOptional(),
+        minAgentVersion: z.string().regex(VERSION_PATTERN, "must be a version such as 0.1.0").exactOptional(),
       })
       .prefault({}),
     artifact: Artifact,
