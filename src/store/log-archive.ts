@@ -48,8 +48,10 @@ export function createLogArchive(db: Database) {
   >(`
     SELECT seq, ts, body FROM archive
     WHERE seq > :after AND seq <= :upTo AND stream = 'logs'
-      AND ts >= :since AND ts <= :until AND level <= :level
-      AND (:source IS NULL OR source = :source)
+      AND ts >= :since AND ts <= :until
+      AND (:level >= 3 OR (CASE json_extract(body, '$.level')
+            WHEN 'error' THEN 0 WHEN 'warn' THEN 1 WHEN 'info' THEN 2 ELSE 3 END) <= :level)
+      AND (:source IS NULL OR json_extract(body, '$.source') = :source)
       AND (:text IS NULL OR instr(lower(json_extract(body, '$.line')), :text) > 0)
     ORDER BY seq LIMIT :limit`);
   const newest = db.prepare<[], { seq: number | null }>("SELECT MAX(seq) AS seq FROM archive");
