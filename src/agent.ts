@@ -6,6 +6,7 @@ import { createDiagnosticsHandler } from "./commands/diagnostics-command.js";
 import { createCommandDispatcher } from "./commands/dispatch.js";
 import { createLogsQueryHandler } from "./commands/logs-query.js";
 import { createLogsUploadHandler } from "./commands/logs-upload.js";
+import { createUpdateCommandHandlers } from "./commands/update-commands.js";
 import { redactConfig } from "./config/redact.js";
 import type { Config } from "./config/schema.js";
 import { createLiveChecks } from "./diagnostics/live-checks.js";
@@ -36,6 +37,7 @@ import { createPresence } from "./transport/presence.js";
 import { createPublisher } from "./transport/publisher.js";
 import { createRetainedStates } from "./transport/retained-states.js";
 import type { Topics } from "./transport/topics.js";
+import { createUpdateEngine, type UpdateEngineDeps } from "./updates/engine.js";
 
 export interface AgentDeps {
   config: Config;
@@ -65,6 +67,15 @@ export interface AgentDeps {
   diagnostics: { quickCheck: () => string; readers: Pick<HostReaders, "filesystems" | "memory"> };
   /** Recent logs and events kept after publishing, for logs.query and logs.upload. */
   logArchive: LogArchive;
+  /** Signed updates: the journal, the release decision (trust roots, clock floor) and the real I/O. */
+  updates: Pick<
+    UpdateEngineDeps,
+    "journal" | "decide" | "preconditions" | "download" | "stage" | "noteIssuedAt"
+  > & {
+    fetchManifest(url: string, signal: AbortSignal): Promise<unknown>;
+    /** Live version of each configured component, for the birth. */
+    installedVersions(): Record<string, string>;
+  };
   /** Folds old telemetry into aggregates when the outbox runs short of room. */
   downsampler: { run(now: number): { folded: number; aggregates: number; freedBytes: number } };
   clock: Clock;
@@ -123,7 +134,7 @@ export function createAgent(deps: AgentDeps) {
     facts: () => ({
       agentVersion: deps.agentVersion,
       model: config.model,
-      components: {},
+      components: deps.updates.installedVersions(),
       peripherals: peripherals.states().map((state) => ({
         name: state.name,
         driver: state.driver,
@@ -206,6 +217,16 @@ export function createAgent(deps: AgentDeps) {
     groups: config.mqtt.groups,
     log: log.child({ component: "commands" }),
   });
+  const updates = createUpdateEngine({
+    ...deps.updates,
+    dataDir: config.dataDir,
+    components: config.components,
+    publishState: (payload) => retained.set(topics.updateState, payload),
+    recordEvent,
+    clock,
+    log: log.child({ component: "updates" }),
+  });
+
   const handlers: AnyCommandHandler[] = [
     createPingHandler({ clock }),
     createDiagnosticsHandler({
@@ -233,6 +254,7 @@ export function createAgent(deps: AgentDeps) {
       peripherals: () => peripherals.states(),
       restart: deps.commands.restart,
     }),
+    ...createUpdateCommandHandlers({ engine: updates, fetchManifest: deps.updates.fetchManifest }),
     createLogsQueryHandler({
       archive: deps.logArchive,
       maxMessageBytes: config.outbox.maxMessageBytes,
@@ -309,11 +331,14 @@ export function createAgent(deps: AgentDeps) {
     presence,
     peripherals,
     recordEvent,
+    /** A precondition may have changed (an app released its update lock). */
+    pokeUpdates: () => updates.poke(),
 
     async start(): Promise<{ intake: { host: string; port: number } | undefined }> {
       for (const event of deps.startupEvents) recordEvent(event);
       hostHealth.start(() => presence.rebirth());
       dispatcher.recoverInterrupted();
+      updates.recoverAtStart();
       deps.commands.journal.prune(clock.now() - JOURNAL_RETENTION_MS);
       channel.listen((request) => {
         const meta = {
@@ -340,6 +365,7 @@ export function createAgent(deps: AgentDeps) {
         // A late system-facts birth must not land after `offline`.
         hostHealth.stop();
         await deps.intake?.stop();
+        await updates.stop();
         await dispatcher.stop();
         await peripherals.stop();
         await heartbeat.stop();

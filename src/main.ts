@@ -4,6 +4,7 @@ import { pino } from "pino";
 import { createAgent } from "./agent.js";
 import type { Config } from "./config/schema.js";
 import { createIntakeServer } from "./intake/server.js";
+import { LAST_TRUSTED_KEY } from "./metrics/clock-sanity.js";
 import { createLinuxReaders } from "./metrics/host/linux-readers.js";
 import { readSystemFacts } from "./metrics/host/system-facts.js";
 import { createHostHealth } from "./metrics/host-health.js";
@@ -27,10 +28,19 @@ import { createLogArchive } from "./store/log-archive.js";
 import { createMetaStore } from "./store/meta.js";
 import { createOutbox } from "./store/outbox.js";
 import { createSessionIds } from "./store/session-counter.js";
+import { createUpdateJournal } from "./store/update-journal.js";
 import { maxRecordBytes } from "./transport/batch.js";
 import { createMqttSession } from "./transport/mqtt-session.js";
 import { willPayload } from "./transport/presence.js";
 import { createTopics } from "./transport/topics.js";
+import { downloadArtifact } from "./updates/download.js";
+import { fetchManifest } from "./updates/fetch-manifest.js";
+import { createInstalledState, installedVersions, NEWEST_ISSUED_AT_KEY } from "./updates/installed-state.js";
+import { createIntakeLocks } from "./updates/intake-locks.js";
+import { checkPreconditions } from "./updates/preconditions.js";
+import { freeBytes } from "./updates/releases-dir.js";
+import { stageRelease } from "./updates/stage.js";
+import { clockFloor, decideRelease } from "./updates/verify-release.js";
 
 /** Time for the response of `agent.restart` to reach the broker before the clean stop begins. */
 const RESTART_DELAY_MS = 500;
@@ -79,6 +89,13 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
   const hostReaders = createLinuxReaders({ dataDir: config.dataDir });
   // Read once at start: a missing or unreadable root file is a failed start naming the file.
   const operatorRoots = loadRootsPem(config.trust.operatorRoots);
+  const releaseRoots = loadRootsPem(config.trust.releaseRoots);
+  const buildTime = readBuildTime();
+  const intakeLocks = createIntakeLocks({
+    dir: join(config.dataDir, "locks"),
+    now: clock.now,
+    log: log.child({ component: "locks" }),
+  });
   const guard = createCardDataGuard({
     now: clock.now,
     raise: recordEvent,
@@ -118,9 +135,36 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
           outbox,
           now: clock.now,
           guard,
+          locks: {
+            take: (name, ttlSec) => intakeLocks.take(name, ttlSec),
+            held: () => intakeLocks.held(),
+            // A payment ended: a deferred update may go now rather than at its next check.
+            release: (name) => {
+              const released = intakeLocks.release(name);
+              if (released) agent.pokeUpdates();
+              return released;
+            },
+          },
           health: () => ({ connected: session.connection !== undefined, outbox: outbox.stats() }),
           log: log.child({ component: "intake" }),
         });
+
+  const hostHealth = createHostHealth({
+    config,
+    readers: hostReaders,
+    boot: readBootFacts({ bootIdFile: config.health.bootIdFile, now: clock.now }),
+    uptimeSec: readUptimeSec,
+    buildTime,
+    agentVersion,
+    readSystemFacts: () => readSystemFacts(log.child({ component: "health" })),
+    meta,
+    recordEvent,
+    clock,
+    log: log.child({ component: "health" }),
+  });
+
+  const updateJournal = createUpdateJournal(opened.db);
+  const installed = createInstalledState(config.dataDir, updateJournal);
 
   const agent = createAgent({
     config,
@@ -141,19 +185,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
     startupEvents: opened.quarantine === undefined ? [] : [quarantineEvent(opened.quarantine)],
     recordEvent,
     guard,
-    hostHealth: createHostHealth({
-      config,
-      readers: hostReaders,
-      boot: readBootFacts({ bootIdFile: config.health.bootIdFile, now: clock.now }),
-      uptimeSec: readUptimeSec,
-      buildTime: readBuildTime(),
-      agentVersion,
-      readSystemFacts: () => readSystemFacts(log.child({ component: "health" })),
-      meta,
-      recordEvent,
-      clock,
-      log: log.child({ component: "health" }),
-    }),
+    hostHealth,
     commands: {
       journal: createCommandJournal(opened.db),
       verify: (envelope, now) =>
@@ -170,6 +202,44 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
     },
     diagnostics: { quickCheck: () => quickCheck(opened.db), readers: hostReaders },
     logArchive: createLogArchive(opened.db),
+    updates: {
+      journal: updateJournal,
+      installedVersions: () => installedVersions(config.dataDir, Object.keys(config.components)),
+      decide: (envelope) =>
+        decideRelease(envelope, {
+          releaseRootsPem: releaseRoots,
+          threshold: config.trust.threshold,
+          now: clock.now(),
+          clockTrusted: hostHealth.clock.trusted(),
+          clockReason: hostHealth.clock.reason(),
+          clockFloor: clockFloor({
+            buildTime,
+            lastTrusted: meta.getJson<{ wall?: number }>(LAST_TRUSTED_KEY)?.wall,
+            newestIssuedAt: meta.getJson<number>(NEWEST_ISSUED_AT_KEY),
+          }),
+          model: config.model,
+          agentVersion,
+          installed,
+        }),
+      noteIssuedAt: (ms) => {
+        if (ms > (meta.getJson<number>(NEWEST_ISSUED_AT_KEY) ?? 0)) meta.setJson(NEWEST_ISSUED_AT_KEY, ms);
+      },
+      preconditions: (neededBytes, workDir) =>
+        checkPreconditions({
+          lockFiles: config.updates.lockFiles,
+          intakeLocks,
+          window: config.updates.maintenanceWindow,
+          now: clock.now(),
+          battery: () => hostReaders.battery(),
+          minBatteryPct: config.updates.minBatteryPct,
+          freeBytes,
+          workDir,
+          neededBytes,
+        }),
+      download: downloadArtifact,
+      stage: stageRelease,
+      fetchManifest,
+    },
     downsampler: createTelemetryDownsampler({
       db: opened.db,
       olderThanMs: 3_600_000,

@@ -5,6 +5,7 @@ import { runAgent } from "../main.js";
 import { formatStatus, readStatus } from "./agent-status.js";
 import { answerTopLevel, parse, runMain, UsageError } from "./args.js";
 import { loadConfigOrThrow } from "./load-config-or-throw.js";
+import { VERIFY_HELP, verifyCommand } from "./verify-release-cli.js";
 
 const HELP = `pos-agent: on-device diagnostics and remote-update agent for POS terminals
 
@@ -14,6 +15,9 @@ Usage:
   pos-agent status [--config FILE] [--json]
                                            connection, outbox depth/age/drops (works beside the daemon)
   pos-agent diag [--config FILE] [--json]  run the diagnostics suite locally; exit 0 no check fails, 1 any fails
+  pos-agent verify [--config FILE] [--json] ENVELOPE
+                                           decide offline whether a signed release would be installed;
+                                           exit 0 accept, 1 reject
   pos-agent --version
 
 The config defaults to $POS_AGENT_CONFIG, else /etc/pos-agent/config.json.
@@ -42,6 +46,7 @@ as the agent last recorded it, broker (the daemon's last recorded connection), p
 the running agent only: it holds the serial ports; use pos-ops diag), certificate expiry
 (mqtt.tls.cert, mqtt.tls.ca, trust roots), components.
 Exit codes: 0 no check failed (warnings allowed), 1 a check failed, 2 usage or config error.`,
+  verify: VERIFY_HELP,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -57,6 +62,8 @@ async function main(argv: string[]): Promise<number> {
       return status(rest);
     case "diag":
       return diag(rest);
+    case "verify":
+      return verifyCommand(rest);
     default:
       throw new UsageError(`pos-agent: unknown command "${command}"; see pos-agent --help`);
   }

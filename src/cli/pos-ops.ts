@@ -8,6 +8,7 @@ import { errorMessage } from "../shared/errors.js";
 import { answerTopLevel, parse, runMain, UsageError } from "./args.js";
 import { opsCmd } from "./ops-cmd.js";
 import { opsDiag } from "./ops-diag.js";
+import { opsRelease } from "./ops-release.js";
 
 const HELP = `pos-ops: operator tools for pos-agent fleets
 
@@ -16,6 +17,8 @@ Usage:
                                   a new root CA: DIR/ca.key.pem (mode 0600), DIR/ca.cert.pem
   pos-ops pki issue --ca DIR --role release|operator|device --cn NAME --out DIR [--days N]
                                   a leaf key and certificate under the root CA in --ca
+  pos-ops release build --component C --version V --from DIR --out OUTDIR [--base MANIFEST] [--url URL]
+                                  pack a release tree into an artifact and its unsigned manifest
   pos-ops sign --key KEY --cert CERT [--chain PEM] FILE [--out FILE] [--typ command|manifest]
                                   wrap a command or manifest in a signed envelope, or add a signature
   pos-ops cmd --broker URL --tenant T --target DEVICE|group:G CMD [--args JSON] [--sign KEY,CERT]
@@ -25,8 +28,7 @@ Usage:
                                   run diagnostics on many terminals; one row per device
   pos-ops --version
 
-Exit codes: 0 success, 1 runtime failure, 2 usage error. Each command answers --help.
-The release command arrives with the signed-release capability.`;
+Exit codes: 0 success, 1 runtime failure, 2 usage error. Each command answers --help.`;
 
 const COMMAND_HELP = {
   pki: `Usage:
@@ -72,6 +74,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "pki":
       return pki(rest);
+    case "release":
+      return opsRelease(rest);
     case "sign":
       return sign(rest);
     case "cmd":

@@ -42,6 +42,8 @@ export interface CommandProgress {
 }
 
 export interface CommandContext {
+  /** The request's id. */
+  commandId: string;
   /** Long handlers report progress; sent as `in_progress` at most once a second. Ignored for short ones. */
   progress(p: CommandProgress): void;
   /** Aborted on timeout and on stop; a handler must honour it. */

@@ -218,6 +218,7 @@ export function createCommandDispatcher(deps: DispatcherDeps) {
     }
     log.info({ id, cmd: request.cmd, signers }, "running command");
     const running = runCommand({
+      id,
       handler,
       args: admitted.args,
       signers,

@@ -11,6 +11,8 @@ export type BuildResponse = (
 ) => CommandResponse;
 
 export interface RunCommandInput {
+  /** The request's id, handed to the handler (an update job remembers which command started it). */
+  id: string;
   handler: AnyCommandHandler;
   /** What the handler's own args schema returned. */
   args: unknown;
@@ -67,6 +69,7 @@ export function runCommand(input: RunCommandInput): RunningCommand {
   };
 
   const context: CommandContext = {
+    commandId: input.id,
     signal: controller.signal,
     signers: [...input.signers],
     progress(p) {

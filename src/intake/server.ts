@@ -1,10 +1,37 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { CardDataGuard } from "../shared/card-data-guard.js";
-import { type AgentError, isAgentError } from "../shared/errors.js";
+import { type AgentError, type ErrorCode, isAgentError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { Outbox, OutboxStats, RecordInput } from "../store/outbox.js";
-import { EventItem, LogItem, MAX_BODY_BYTES, MAX_ITEMS, validateItems } from "./schema.js";
+import {
+  EventItem,
+  LockName,
+  LogItem,
+  MAX_BODY_BYTES,
+  MAX_ITEMS,
+  TakeLockBody,
+  validateBody,
+  validateItems,
+} from "./schema.js";
+
+export interface IntakeLock {
+  name: string;
+  /** ms since 1970. */
+  expiresAt: number;
+}
+
+/**
+ * Update locks the terminal's apps take while they must not be disturbed (a payment in progress); the
+ * update preconditions defer while any is held. Names and TTLs arrive validated by `schema.ts`.
+ */
+export interface IntakeLockRegistry {
+  /** Takes the lock, or extends one already held; throws AgentError BUSY when too many are held. */
+  take(name: string, ttlSec: number): IntakeLock;
+  /** True when a live lock of that name was held. */
+  release(name: string): boolean;
+  held(): IntakeLock[];
+}
 
 export interface IntakeOptions {
   host: string;
@@ -15,9 +42,12 @@ export interface IntakeOptions {
   /** Card-data scrubbing of every line, message and detail before it is stored (REFERENCE 4). */
   guard: Pick<CardDataGuard, "line" | "value">;
   log: Logger;
+  /** Absent: the lock endpoints answer 404. */
+  locks?: IntakeLockRegistry;
 }
 
 const STOP_GRACE_MS = 2000;
+const STATUS_OF: Partial<Record<ErrorCode, number>> = { DISK_FULL: 507, TOO_LARGE: 413, BUSY: 409 };
 /** The tally name for card data found in what an app calls itself. */
 const INTAKE = "intake";
 
@@ -85,12 +115,16 @@ export function createIntakeServer(options: IntakeOptions) {
         });
         return;
       }
+      if (options.locks !== undefined && path !== undefined && /^\/v1\/locks(\/|$)/.test(path)) {
+        await handleLock(options.locks, req, res, path);
+        return;
+      }
       throw new HttpError(404, "BAD_REQUEST", [`no such endpoint: ${req.method} ${path}`]);
     } catch (error) {
       if (error instanceof HttpError) {
         send(res, error.status, { code: error.code, errors: error.errors });
       } else if (isAgentError(error)) {
-        const status = error.code === "DISK_FULL" ? 507 : error.code === "TOO_LARGE" ? 413 : 500;
+        const status = STATUS_OF[error.code] ?? 500;
         send(res, status, { code: error.code, errors: [error.message] });
       } else {
         throw error;
@@ -164,6 +198,31 @@ export function createIntakeServer(options: IntakeOptions) {
   };
 }
 
+/** `GET /v1/locks`, `POST /v1/locks/{name}` `{"ttlSec"}` (take or extend), `DELETE /v1/locks/{name}`. */
+async function handleLock(
+  locks: IntakeLockRegistry,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+): Promise<void> {
+  if (path === "/v1/locks") {
+    requireMethod(req, "GET");
+    send(res, 200, { locks: locks.held() });
+    return;
+  }
+  if (req.method !== "POST" && req.method !== "DELETE")
+    throw new HttpError(405, "BAD_REQUEST", [`use POST or DELETE here, not ${req.method}`]);
+  const name = LockName.safeParse(path.slice("/v1/locks/".length));
+  if (!name.success) throw new HttpError(400, "BAD_REQUEST", [`(name): ${name.error.issues[0]?.message}`]);
+  if (req.method === "DELETE") {
+    send(res, 200, { released: locks.release(name.data) });
+    return;
+  }
+  const body = validateBody(TakeLockBody, parseJson(await readBody(req)));
+  if (!body.ok) throw new HttpError(400, "BAD_REQUEST", body.errors);
+  send(res, 200, locks.take(name.data, body.value.ttlSec));
+}
+
 function requireMethod(req: IncomingMessage, method: string): void {
   if (req.method !== method)
     throw new HttpError(405, "BAD_REQUEST", [`use ${method} here, not ${req.method}`]);
@@ -197,13 +256,16 @@ function tooLarge(): HttpError {
   return new HttpError(413, "TOO_LARGE", [`(body): larger than ${MAX_BODY_BYTES} bytes`]);
 }
 
-function parseArray(body: Buffer): unknown[] {
-  let value: unknown;
+function parseJson(body: Buffer): unknown {
   try {
-    value = JSON.parse(body.toString("utf8"));
+    return JSON.parse(body.toString("utf8"));
   } catch (error) {
     throw new HttpError(400, "BAD_REQUEST", [`(body): not valid JSON: ${(error as Error).message}`]);
   }
+}
+
+function parseArray(body: Buffer): unknown[] {
+  const value = parseJson(body);
   if (!Array.isArray(value))
     throw new HttpError(400, "BAD_REQUEST", ["(body): must be a JSON array of items"]);
   if (value.length > MAX_ITEMS) {

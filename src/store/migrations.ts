@@ -68,6 +68,7 @@ const STEPS: ReadonlyArray<(db: Database) => void> = [
     // The outbox forgets a record once the broker has it; the archive keeps recent logs and events
     // (already scrubbed: they are copies of outbox rows) for logs.query and logs.upload. Filled by
     // triggers, so a record and its copy commit together; bounded by the outbox (log-archive.ts).
+    // The triggers fire only while an agent that prunes the archive runs (see READABLE_BY).
     // A plain copy: fields are read with json_extract when queried (rarely), not on every insert
     // (json_extract in the trigger cost serial capture a third of its rate).
     db.exec(`
@@ -90,26 +91,75 @@ const STEPS: ReadonlyArray<(db: Database) => void> = [
       CREATE TRIGGER archive_delete AFTER DELETE ON archive BEGIN
         UPDATE archive_stats SET records = records - 1, bytes = bytes - OLD.bytes WHERE id = 1;
       END;
-      CREATE TRIGGER outbox_logs_archive AFTER INSERT ON outbox_logs BEGIN
+      CREATE TRIGGER outbox_logs_archive AFTER INSERT ON outbox_logs
+      WHEN (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'runningSchema') >= 3 BEGIN
         INSERT INTO archive (seq, stream, ts, body, bytes) VALUES (NEW.seq, 'logs', NEW.ts, NEW.body, NEW.bytes);
       END;
-      CREATE TRIGGER outbox_events_archive AFTER INSERT ON outbox_events BEGIN
+      CREATE TRIGGER outbox_events_archive AFTER INSERT ON outbox_events
+      WHEN (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'runningSchema') >= 3 BEGIN
         INSERT INTO archive (seq, stream, ts, body, bytes) VALUES (NEW.seq, 'events', NEW.ts, NEW.body, NEW.bytes);
       END;
       INSERT INTO archive (seq, stream, ts, body, bytes) SELECT seq, 'logs', ts, body, bytes FROM outbox_logs;
       INSERT INTO archive (seq, stream, ts, body, bytes) SELECT seq, 'events', ts, body, bytes FROM outbox_events;
     `);
   },
+  (db) => {
+    // Signed updates (src/updates). Which release is live is what `current` links to on disk; this
+    // keeps what the disk cannot say: the job and its state, the security floor, and each installed
+    // release's file list (delta bases are found by hash in it).
+    db.exec(`
+      CREATE TABLE update_jobs (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        component    TEXT    NOT NULL,
+        from_version TEXT,
+        to_version   TEXT    NOT NULL,
+        state        TEXT    NOT NULL,
+        manifest     TEXT    NOT NULL,
+        command_id   TEXT,
+        restarts     INTEGER NOT NULL DEFAULT 0,
+        code         TEXT,
+        message      TEXT,
+        progress     TEXT,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL
+      );
+      CREATE INDEX update_jobs_component ON update_jobs (component, id);
+      CREATE TABLE component_releases (
+        component    TEXT    NOT NULL,
+        version      TEXT    NOT NULL,
+        files        TEXT    NOT NULL,
+        installed_at INTEGER NOT NULL,
+        PRIMARY KEY (component, version)
+      );
+      CREATE TABLE component_floors (
+        component      TEXT    PRIMARY KEY,
+        security_floor INTEGER NOT NULL
+      );
+    `);
+  },
 ];
+
+/**
+ * The lowest schema version an agent must know to use this database safely. Steps from 3 on only add
+ * tables, and triggers guarded by `runningSchema`, so an agent rolled back to an older release keeps
+ * its outbox: it opens the newer file and the newer triggers stay quiet. Raise this with a step that
+ * changes what older agents rely on.
+ */
+const READABLE_BY = 3;
 
 export const SCHEMA_VERSION = STEPS.length;
 
 export function migrate(db: Database): { from: number; to: number } {
   const from = db.pragma("user_version", { simple: true }) as number;
   if (from > STEPS.length) {
-    throw new Error(
-      `database schema version ${from} is newer than this agent understands (${STEPS.length}); refusing to touch it`,
-    );
+    const readableBy = readMeta(db, "schemaReadableBy");
+    if (readableBy === undefined || readableBy > STEPS.length) {
+      throw new Error(
+        `database schema version ${from} is newer than this agent understands (${STEPS.length}); refusing to touch it`,
+      );
+    }
+    setMeta(db, "runningSchema", STEPS.length);
+    return { from, to: from };
   }
   for (let version = from; version < STEPS.length; version++) {
     const step = STEPS[version];
@@ -119,5 +169,21 @@ export function migrate(db: Database): { from: number; to: number } {
       db.pragma(`user_version = ${version + 1}`);
     })();
   }
+  db.transaction(() => {
+    setMeta(db, "schemaReadableBy", READABLE_BY);
+    setMeta(db, "runningSchema", STEPS.length);
+  })();
   return { from, to: STEPS.length };
+}
+
+function readMeta(db: Database, key: string): number | undefined {
+  const row = db.prepare<[string], { value: string }>("SELECT value FROM meta WHERE key = ?").get(key);
+  const value = row === undefined ? Number.NaN : Number(row.value);
+  return Number.isInteger(value) ? value : undefined;
+}
+
+function setMeta(db: Database, key: string, value: number): void {
+  db.prepare<[string, string]>(
+    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+  ).run(key, String(value));
 }

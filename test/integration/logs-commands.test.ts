@@ -269,7 +269,7 @@ async function untar(data: Buffer): Promise<Map<string, string>> {
   const done = new Promise<void>((resolve, reject) => {
     extract.on("entry", (header, stream, next) => {
       const chunks: Buffer[] = [];
-      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+      stream.on("data", (chunk: unknown) => chunks.push(chunk as Buffer));
       stream.on("end", () => {
         files.set(header.name, Buffer.concat(chunks).toString("utf8"));
         next();

@@ -5,6 +5,7 @@ import { createLogArchive } from "../../../src/store/log-archive.js";
 import { openTestOutbox } from "../../helpers/test-outbox.js";
 
 const context = (): CommandContext => ({
+  commandId: "c-1",
   progress: () => {},
   signal: new AbortController().signal,
   signers: [],

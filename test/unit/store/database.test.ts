@@ -153,6 +153,9 @@ describe("openDatabase", () => {
     const first = open(dir);
     outboxOf(dir, first).append([{ stream: "logs", ts: NOW, body: { line: "keep me" } }]);
     first.db.pragma(`user_version = ${SCHEMA_VERSION + 98}`);
+    first.db
+      .prepare("UPDATE meta SET value = ? WHERE key = 'schemaReadableBy'")
+      .run(String(SCHEMA_VERSION + 50));
     first.db.close();
 
     expect(() => open(dir)).toThrow(
@@ -162,12 +165,39 @@ describe("openDatabase", () => {
     expect(existsSync(join(dir, DATABASE_FILE))).toBe(true);
   });
 
+  it("opens a newer database whose added steps it may ignore, keeping its outbox (an agent rolled back)", () => {
+    const dir = makeTmpDir("database");
+    const first = open(dir);
+    outboxOf(dir, first).append([{ stream: "logs", ts: NOW, body: { line: "keep me" } }]);
+    first.db.pragma(`user_version = ${SCHEMA_VERSION + 2}`);
+    first.db.close();
+
+    const again = open(dir);
+    expect(again.db.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION + 2);
+    expect(outboxOf(dir, again).stats().streams.logs.records).toBe(1);
+  });
+
+  it("keeps the archive triggers quiet while an agent that does not prune the archive runs", () => {
+    const dir = makeTmpDir("database");
+    const opened = open(dir);
+    const outbox = outboxOf(dir, opened);
+    const archived = () => (opened.db.prepare("SELECT COUNT(*) AS n FROM archive").get() as { n: number }).n;
+    outbox.append([{ stream: "logs", ts: NOW, body: { line: "copied" } }]);
+    expect(archived()).toBe(1);
+    opened.db.prepare("UPDATE meta SET value = '2' WHERE key = 'runningSchema'").run();
+    outbox.append([{ stream: "logs", ts: NOW, body: { line: "not copied" } }]);
+    expect(archived()).toBe(1);
+  });
+
   it.skipIf(!existsSync("/proc/self/fd"))(
     "closes the file again when it refuses a database whose schema version is newer",
     () => {
       const dir = makeTmpDir("database");
       const first = open(dir);
       first.db.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
+      first.db
+        .prepare("UPDATE meta SET value = ? WHERE key = 'schemaReadableBy'")
+        .run(String(SCHEMA_VERSION + 1));
       first.db.close();
 
       expect(() => open(dir)).toThrow(/newer than this agent understands/);

@@ -1,0 +1,560 @@
+import { mkdir, rm } from "node:fs/promises";
+import { dirname } from "node:path";
+import type { z } from "zod";
+import type { Component as ComponentSchema } from "../config/component-schema.js";
+import type { Clock } from "../shared/clock.js";
+import { AgentError, errorMessage, isAgentError } from "../shared/errors.js";
+import type { AgentEvent, Severity } from "../shared/events.js";
+import type { Logger } from "../shared/logger.js";
+import type { Result } from "../shared/result.js";
+import type { UpdateJob, UpdateJournal } from "../store/update-journal.js";
+import { awaitHealthy, runArgv } from "./component-control.js";
+import type { DownloadOptions, DownloadResult } from "./download.js";
+import { compareVersions, Manifest } from "./manifest.js";
+import { type ComponentDir, componentDir } from "./releases-dir.js";
+import type { StageOptions, StageResult } from "./stage.js";
+import { nextState, recover, TERMINAL_STATES, type UpdateEvent, type UpdateState } from "./transitions.js";
+import { verifyTree } from "./tree-verify.js";
+import type { AcceptedRelease } from "./verify-release.js";
+
+type Component = z.infer<typeof ComponentSchema>;
+
+/**
+ * A job needs a manifest; a manual rollback of a release installed before the journal knew it has
+ * none, and rolling back reads only its component and version.
+ */
+function placeholderManifest(component: string, version: string): Manifest {
+  return {
+    v: 1,
+    component,
+    version,
+    securityVersion: 0,
+    issuedAt: "2000-01-01T00:00:00Z",
+    expiresAt: "2000-01-02T00:00:00Z",
+    compatible: {},
+    artifact: {
+      url: "https://unknown.invalid/",
+      size: 1,
+      sha256: "0".repeat(64),
+      compression: "none",
+      type: "full",
+    },
+    files: [],
+  };
+}
+
+/** What preconditions.ts answers: go, or wait with a reason (CONTRACT 9 deferred reasons). */
+export type Precondition =
+  | { ok: true }
+  | { ok: false; reason: string; message: string; retryAfterMs: number };
+
+/** Free disk needed: the artifact and the tree, twice over (REFERENCE 6). */
+function neededBytes(manifest: Manifest): number {
+  return 2 * (manifest.artifact.size + manifest.files.reduce((sum, file) => sum + file.size, 0));
+}
+
+/** The retained `ROOT/update/state` payload (CONTRACT 9). */
+export interface UpdateStatePayload {
+  v: 1;
+  component: string;
+  fromVersion?: string | undefined;
+  toVersion: string;
+  state: string;
+  progress?: number | undefined;
+  bytes?: number | undefined;
+  totalBytes?: number | undefined;
+  code?: string | undefined;
+  message?: string | undefined;
+  /** deferred: lock_held, outside_window, battery_low, disk_low. */
+  reason?: string | undefined;
+  commandId?: string | undefined;
+  ts: number;
+}
+
+export interface JobOutcome {
+  component: string;
+  fromVersion?: string;
+  toVersion: string;
+  state: string;
+  code?: string;
+  message?: string;
+}
+
+export interface UpdateEngineDeps {
+  dataDir: string;
+  components: Readonly<Record<string, Component>>;
+  journal: UpdateJournal;
+  /** Signature, chain, threshold, clock, compatibility, version and floor (verify-release.ts). */
+  decide(envelope: unknown): Result<AcceptedRelease, AgentError>;
+  /** Lock files, window, battery, disk (preconditions.ts) for `neededBytes` of work under `workDir`. */
+  preconditions(neededBytes: number, workDir: string): Promise<Precondition>;
+  download(options: DownloadOptions): Promise<DownloadResult>;
+  stage(options: StageOptions): Promise<StageResult>;
+  publishState(payload: UpdateStatePayload): void;
+  recordEvent(event: AgentEvent): void;
+  /** After a commit: raise what the clock floor knows (newest issuedAt of an accepted release). */
+  noteIssuedAt(ms: number): void;
+  clock: Clock;
+  log: Logger;
+  /** Health polling interval; tests shorten it. */
+  healthPollMs?: number;
+}
+
+/** A deferred job whose check falls while another update runs looks again this much later. */
+const BUSY_RETRY_MS = 5_000;
+
+const SEVERITY: Partial<Record<UpdateState, Severity>> = {
+  rolled_back: "high",
+  rolling_back: "medium",
+  failed: "medium",
+  deferred: "low",
+};
+
+/**
+ * Runs one update at a time through the transition table, persisting each state before the step
+ * that could change something, so that recoverAtStart() can finish or undo whatever a power cut,
+ * SIGKILL or crash interrupted (REFERENCE 6).
+ */
+export function createUpdateEngine(deps: UpdateEngineDeps) {
+  const { journal, clock, log } = deps;
+  let running: { job: UpdateJob; abort: AbortController; done: Promise<JobOutcome> } | undefined;
+  const retryTimers = new Map<number, NodeJS.Timeout>();
+  let stopped = false;
+
+  function publish(job: UpdateJob, extra: Partial<UpdateStatePayload> = {}): void {
+    const current = journal.get(job.id) ?? job;
+    deps.publishState({
+      v: 1,
+      component: current.component,
+      ...(current.fromVersion === undefined ? {} : { fromVersion: current.fromVersion }),
+      toVersion: current.toVersion,
+      state: current.state,
+      ...(current.progress ?? {}),
+      ...(current.code === undefined ? {} : { code: current.code }),
+      ...(current.message === undefined ? {} : { message: current.message }),
+      ...(current.commandId === undefined ? {} : { commandId: current.commandId }),
+      ...extra,
+      ts: clock.now(),
+    });
+  }
+
+  /** Persists the state the table gives for `event`, then reports it (retained state and an event). */
+  function move(
+    job: UpdateJob,
+    event: UpdateEvent,
+    extra: { code?: string; message?: string; reason?: string } = {},
+  ): UpdateState {
+    const from = journal.get(job.id)?.state as UpdateState;
+    const to = nextState(from, event);
+    if (to === undefined) throw new AgentError("INTERNAL", `no transition from ${from} on ${event}`);
+    journal.setState(job.id, to, clock.now(), {
+      ...(extra.code === undefined ? {} : { code: extra.code }),
+      ...(extra.message === undefined ? {} : { message: extra.message }),
+      ...(extra.reason === undefined ? {} : { progress: { reason: extra.reason } }),
+    });
+    publish(job);
+    deps.recordEvent({
+      type: `update.${to}`,
+      severity: SEVERITY[to] ?? "info",
+      source: job.component,
+      message: `${job.component} ${job.fromVersion ?? "(none)"} → ${job.toVersion}: ${to}${extra.message ? `: ${extra.message}` : ""}`,
+      details: {
+        component: job.component,
+        fromVersion: job.fromVersion ?? null,
+        toVersion: job.toVersion,
+        state: to,
+        ...(extra.code === undefined ? {} : { code: extra.code }),
+        ...(extra.reason === undefined ? {} : { reason: extra.reason }),
+        ...(job.commandId === undefined ? {} : { commandId: job.commandId }),
+      },
+    });
+    log.info({ component: job.component, toVersion: job.toVersion, from, event, to }, "update state");
+    return to;
+  }
+
+  function outcome(job: UpdateJob): JobOutcome {
+    const current = journal.get(job.id) ?? job;
+    return {
+      component: current.component,
+      ...(current.fromVersion === undefined ? {} : { fromVersion: current.fromVersion }),
+      toVersion: current.toVersion,
+      state: current.state,
+      ...(current.code === undefined ? {} : { code: current.code }),
+      ...(current.message === undefined ? {} : { message: current.message }),
+    };
+  }
+
+  function manifestOf(job: UpdateJob): Manifest {
+    return Manifest.parse(JSON.parse(job.manifest));
+  }
+
+  /** Runs the job from its persisted state until it is terminal or deferred. */
+  async function drive(job: UpdateJob, signal: AbortSignal): Promise<JobOutcome> {
+    const manifest = manifestOf(job);
+    const dir = componentDir(deps.dataDir, job.component);
+    const component = deps.components[job.component] ?? { keep: 2 };
+    const artifact = dir.downloadFile(manifest.artifact.sha256);
+    const needed = neededBytes(manifest);
+
+    for (;;) {
+      signal.throwIfAborted();
+      const state = journal.get(job.id)?.state as UpdateState;
+      if (TERMINAL_STATES.has(state)) return outcome(job);
+      try {
+        switch (state) {
+          case "deferred": {
+            const check = await deps.preconditions(needed, dir.root);
+            if (!check.ok) {
+              deferAgain(job, check);
+              return outcome(job);
+            }
+            move(job, "proceed");
+            break;
+          }
+          case "downloading":
+            await download(job, manifest, artifact, signal);
+            move(job, "downloaded");
+            break;
+          case "verifying":
+            move(job, "verified");
+            break;
+          case "installing": {
+            await install(job, manifest, dir, artifact, signal);
+            const check = await deps.preconditions(0, dir.root);
+            if (!check.ok) {
+              move(job, "defer", { reason: check.reason, message: check.message });
+              scheduleRetry(job.id, check.retryAfterMs);
+              return outcome(job);
+            }
+            move(job, "installed");
+            break;
+          }
+          case "activating":
+            await dir.switchTo(job.toVersion);
+            await restart(job, component, dir, signal);
+            move(job, "activated");
+            break;
+          case "health_check": {
+            const unhealthy =
+              component.healthCheck === undefined
+                ? undefined
+                : await awaitHealthy(component.healthCheck, {
+                    cwd: dir.current,
+                    signal,
+                    monotonic: clock.monotonic,
+                    ...(deps.healthPollMs === undefined ? {} : { pollMs: deps.healthPollMs }),
+                  });
+            if (unhealthy === undefined) {
+              await commit(job, manifest, dir, component);
+              move(job, "healthy");
+            } else {
+              move(job, "unhealthy", { code: "HEALTH_CHECK_FAILED", message: unhealthy });
+            }
+            break;
+          }
+          case "rolling_back": {
+            await dir.switchTo(job.fromVersion);
+            await restart(job, component, dir, signal).catch((error: unknown) => {
+              log.error({ err: error, component: job.component }, "restart after rollback failed");
+            });
+            if ((await dir.currentVersion()) !== job.toVersion) await dir.removeRelease(job.toVersion);
+            journal.forgetRelease(job.component, job.toVersion);
+            const before = journal.get(job.id);
+            move(job, "reverted", {
+              ...(before?.code === undefined ? {} : { code: before.code }),
+              ...(before?.message === undefined ? {} : { message: before.message }),
+            });
+            break;
+          }
+          default:
+            throw new AgentError("INTERNAL", `update state ${state} has no step`);
+        }
+      } catch (error) {
+        if (signal.aborted) throw error;
+        const failure = isAgentError(error)
+          ? error
+          : new AgentError("INTERNAL", errorMessage(error), { cause: error });
+        log.warn({ err: failure, component: job.component, state }, "update step failed");
+        if (state === "rolling_back") {
+          // Nowhere safer to go: try again, a little later.
+          journal.setState(job.id, "rolling_back", clock.now(), {
+            code: failure.code,
+            message: failure.message,
+          });
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          continue;
+        }
+        if (state !== "activating" && state !== "health_check") {
+          // Nothing was switched: drop the staged tree and a verified artifact; a partial download
+          // (.part) stays, so the next attempt at this artifact resumes it.
+          await dir.clearStaging().catch(() => undefined);
+          await rm(artifact, { force: true }).catch(() => undefined);
+        }
+        move(job, "error", { code: failure.code, message: failure.message });
+      }
+    }
+  }
+
+  function deferAgain(job: UpdateJob, check: Extract<Precondition, { ok: false }>): void {
+    const current = journal.get(job.id);
+    const same = current?.progress?.reason === check.reason;
+    if (!same) move(job, "defer", { reason: check.reason, message: check.message });
+    scheduleRetry(job.id, check.retryAfterMs);
+  }
+
+  /** Checks a deferred job again after `afterMs` (or on poke()); later still if another job is running. */
+  function scheduleRetry(id: number, afterMs: number): void {
+    clearTimeout(retryTimers.get(id));
+    const timer = setTimeout(() => {
+      retryTimers.delete(id);
+      if (stopped) return;
+      if (running !== undefined) {
+        scheduleRetry(id, BUSY_RETRY_MS);
+        return;
+      }
+      const job = journal.get(id);
+      if (job?.state === "deferred") void start(job);
+    }, afterMs);
+    timer.unref();
+    retryTimers.set(id, timer);
+  }
+
+  function cancelRetry(id: number): void {
+    clearTimeout(retryTimers.get(id));
+    retryTimers.delete(id);
+  }
+
+  async function download(
+    job: UpdateJob,
+    manifest: Manifest,
+    dest: string,
+    signal: AbortSignal,
+  ): Promise<void> {
+    let lastPublished = 0;
+    await mkdir(dirname(dest), { recursive: true });
+    await deps.download({
+      url: manifest.artifact.url,
+      dest,
+      size: manifest.artifact.size,
+      sha256: manifest.artifact.sha256,
+      signal,
+      log: log.child({ component: "download" }),
+      onProgress: ({ bytes, totalBytes }) => {
+        const at = clock.monotonic();
+        if (at - lastPublished < 1000 && bytes < totalBytes) return;
+        lastPublished = at;
+        const progress = Math.floor((bytes / totalBytes) * 100);
+        journal.setState(job.id, "downloading", clock.now(), { progress: { progress, bytes, totalBytes } });
+        publish(job);
+      },
+    });
+  }
+
+  async function install(
+    job: UpdateJob,
+    manifest: Manifest,
+    dir: ComponentDir,
+    artifact: string,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const target = dir.releaseDir(job.toVersion);
+    // Resumed after the tree was promoted: keep it if it is whole.
+    if ((await verifyTree(target, manifest.files, { signal }).catch(() => ({ ok: false }))).ok) {
+      journal.recordRelease(job.component, job.toVersion, manifest.files, clock.now());
+      return;
+    }
+    await dir.clearStaging();
+    await dir.removeRelease(job.toVersion);
+    const base = job.fromVersion;
+    const baseFiles = base === undefined ? undefined : journal.releaseFiles(job.component, base);
+    await deps.stage({
+      manifest,
+      artifactPath: artifact,
+      stagingDir: dir.stagingDir(job.toVersion),
+      ...(base === undefined ? {} : { baseDir: dir.releaseDir(base) }),
+      ...(baseFiles === undefined ? {} : { baseFiles }),
+      signal,
+    });
+    await dir.promote(job.toVersion);
+    journal.recordRelease(job.component, job.toVersion, manifest.files, clock.now());
+  }
+
+  async function restart(job: UpdateJob, component: Component, dir: ComponentDir, signal: AbortSignal) {
+    if (component.restart === undefined) return;
+    const result = await runArgv(component.restart, { timeoutMs: 120_000, signal, cwd: dir.root });
+    if (result.code !== 0) {
+      throw new AgentError(
+        "HEALTH_CHECK_FAILED",
+        `restart command of ${job.component} ${result.timedOut ? "timed out" : `exited ${result.code ?? result.signal}`}${result.output ? `: ${result.output.slice(-200)}` : ""}`,
+      );
+    }
+  }
+
+  async function commit(job: UpdateJob, manifest: Manifest, dir: ComponentDir, component: Component) {
+    journal.raiseSecurityFloor(job.component, manifest.securityVersion);
+    deps.noteIssuedAt(Date.parse(manifest.issuedAt));
+    await dir.removeDownload(manifest.artifact.sha256).catch(() => undefined);
+    const keep = Math.max(1, component.keep);
+    const releases = (await dir.releases()).filter((version) => version !== job.toVersion);
+    // Newest first after the live one; the previous release is the first kept.
+    for (const version of releases.reverse().slice(keep - 1)) {
+      await dir.removeRelease(version);
+      journal.forgetRelease(job.component, version);
+    }
+  }
+
+  function start(job: UpdateJob): Promise<JobOutcome> {
+    const abort = new AbortController();
+    const done = drive(job, abort.signal)
+      .catch((error: unknown) => {
+        log.warn({ err: error, component: job.component }, "update interrupted");
+        return outcome(job);
+      })
+      .finally(() => {
+        if (running?.job.id === job.id) running = undefined;
+      });
+    running = { job, abort, done };
+    return done;
+  }
+
+  return {
+    /**
+     * Accepts a signed manifest envelope and runs the update; resolves when it is committed, rolled
+     * back, failed or deferred (a deferred job goes on by itself). A refused manifest throws its code
+     * and creates no job.
+     */
+    async apply(envelope: unknown, commandId: string | undefined): Promise<JobOutcome> {
+      if (stopped) throw new AgentError("BUSY", "the agent is stopping");
+      if (running !== undefined) {
+        throw new AgentError(
+          "BUSY",
+          `an update of ${running.job.component} to ${running.job.toVersion} is in progress`,
+          { retryable: true },
+        );
+      }
+      const decision = deps.decide(envelope);
+      if (!decision.ok) throw decision.error;
+      const { manifest } = decision.value;
+      const open = journal.latest(manifest.component);
+      if (open !== undefined && !TERMINAL_STATES.has(open.state as UpdateState)) {
+        if (open.state !== "deferred") {
+          throw new AgentError("BUSY", `an update of ${manifest.component} is ${open.state}`, {
+            retryable: true,
+          });
+        }
+        // A new release replaces one still waiting for its preconditions.
+        cancelRetry(open.id);
+        journal.setState(open.id, "failed", clock.now(), {
+          code: "DEFERRED",
+          message: `superseded by ${manifest.version}`,
+        });
+      }
+      const job = journal.create({
+        component: manifest.component,
+        fromVersion: decision.value.installedVersion,
+        toVersion: manifest.version,
+        state: "idle",
+        manifest: decision.value.payloadBytes.toString("utf8"),
+        commandId,
+        now: clock.now(),
+      });
+      const check = await deps.preconditions(
+        neededBytes(manifest),
+        componentDir(deps.dataDir, job.component).root,
+      );
+      if (!check.ok) {
+        move(job, "defer", { reason: check.reason, message: check.message });
+        scheduleRetry(job.id, check.retryAfterMs);
+        return outcome(job);
+      }
+      move(job, "start");
+      return start(job);
+    },
+
+    /**
+     * Goes back to the release before the live one (update.rollback, pos-agent rollback): the live one
+     * is switched away from, its component restarted and its tree removed. Below the security floor
+     * too: the operator who signs this decides.
+     */
+    async rollback(component: string, reason: string, commandId?: string): Promise<JobOutcome> {
+      if (running !== undefined) {
+        throw new AgentError("BUSY", `an update of ${running.job.component} is in progress`, {
+          retryable: true,
+        });
+      }
+      const dir = componentDir(deps.dataDir, component);
+      const live = await dir.currentVersion();
+      if (live === undefined) throw new AgentError("BAD_REQUEST", `${component} has no installed release`);
+      const older = (await dir.releases()).filter((version) => compareVersions(version, live) < 0);
+      const previous = older.at(-1);
+      if (previous === undefined) {
+        throw new AgentError("BAD_REQUEST", `${component} has no release older than ${live} to go back to`);
+      }
+      const known = journal.latest(component);
+      const job = journal.create({
+        component,
+        fromVersion: previous,
+        toVersion: live,
+        state: "health_check",
+        manifest:
+          known?.toVersion === live ? known.manifest : JSON.stringify(placeholderManifest(component, live)),
+        commandId,
+        now: clock.now(),
+      });
+      move(job, "rollback", { message: reason });
+      return start(job);
+    },
+
+    /** The newest job of each component (or of one). */
+    status(component?: string): JobOutcome[] {
+      const jobs = component === undefined ? journal.latestAll() : [journal.latest(component)];
+      return jobs.filter((job): job is UpdateJob => job !== undefined).map(outcome);
+    },
+
+    /** At start: finish or undo what a restart interrupted (transitions.ts recover()). */
+    recoverAtStart(): void {
+      for (const job of journal.latestAll()) {
+        if (TERMINAL_STATES.has(job.state as UpdateState)) {
+          publish(job);
+          continue;
+        }
+        const restarts = journal.countRestart(job.id, clock.now());
+        const plan = recover(job.state, restarts);
+        log.warn(
+          { component: job.component, state: job.state, restarts, plan },
+          "resuming an interrupted update",
+        );
+        if (plan.action === "rollback") {
+          // An unknown state has no row in the table: treat it as the riskiest known one.
+          if (nextState(job.state as UpdateState, "error") !== "rolling_back") {
+            journal.setState(job.id, "health_check", clock.now());
+          }
+          move(job, "error", { code: "HEALTH_CHECK_FAILED", message: plan.reason });
+        } else if (plan.action === "fail") {
+          move(job, "error", { code: "INTERNAL", message: plan.reason });
+          continue;
+        }
+        if (running === undefined) void start(job);
+      }
+    },
+
+    /** A precondition may have changed (an app released its lock): check deferred jobs now. */
+    poke(): void {
+      for (const id of [...retryTimers.keys()]) scheduleRetry(id, 0);
+    },
+
+    /** Stops the running step; its persisted state is resumed at the next start. */
+    async stop(): Promise<void> {
+      stopped = true;
+      for (const timer of retryTimers.values()) clearTimeout(timer);
+      if (running === undefined) return;
+      running.abort.abort(new AgentError("INTERNAL", "the agent is stopping"));
+      await running.done;
+    },
+
+    /** For tests and update.status: is a job running now. */
+    busy: (): boolean => running !== undefined,
+  };
+}
+
+export type UpdateEngine = ReturnType<typeof createUpdateEngine>;
