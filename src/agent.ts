@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createAgentCommandHandlers } from "./commands/agent-commands.js";
 import { createPingHandler } from "./commands/builtins.js";
 import type { AnyCommandHandler, VerifyCommandEnvelope } from "./commands/command.js";
@@ -75,6 +76,8 @@ export interface AgentDeps {
     fetchManifest(url: string, signal: AbortSignal): Promise<unknown>;
     /** Live version of each configured component, for the birth. */
     installedVersions(): Record<string, string>;
+    /** POS_AGENT_LAUNCHER_HOME: set when pos-agent-launcher started us, which self-updates need. */
+    launcherHome: string | undefined;
   };
   /** Folds old telemetry into aggregates when the outbox runs short of room. */
   downsampler: { run(now: number): { folded: number; aggregates: number; freedBytes: number } };
@@ -89,6 +92,8 @@ const JOURNAL_RETENTION_MS = 7 * 24 * 3_600_000;
 const STOP_DRAIN_MS = 3000;
 const STOP_OFFLINE_MS = 2000;
 const PRESSURE_RATIO = 0.8;
+/** How long a freshly updated agent has to connect before it counts as broken. */
+const SELF_CHECK_MS = 60_000;
 
 /**
  * Wires the capabilities through their interfaces and owns start/stop order. Builds no adapter of its
@@ -222,10 +227,27 @@ export function createAgent(deps: AgentDeps) {
     dataDir: config.dataDir,
     components: config.components,
     publishState: (payload) => retained.set(topics.updateState, payload),
+    self: {
+      version: deps.agentVersion,
+      launcherHome: deps.updates.launcherHome,
+      restart: deps.commands.restart,
+      selfCheck,
+    },
     recordEvent,
     clock,
     log: log.child({ component: "updates" }),
   });
+
+  /** A new agent release proves itself: connected to a broker and its database sound, within a minute. */
+  async function selfCheck(signal: AbortSignal): Promise<string | undefined> {
+    const deadline = clock.monotonic() + SELF_CHECK_MS;
+    while (session.connection === undefined) {
+      if (clock.monotonic() > deadline) return `not connected to a broker within ${SELF_CHECK_MS / 1000} s`;
+      await sleep(250, undefined, { signal });
+    }
+    const check = deps.diagnostics.quickCheck();
+    return check === "ok" ? undefined : `database check failed: ${check}`;
+  }
 
   const handlers: AnyCommandHandler[] = [
     createPingHandler({ clock }),
@@ -338,7 +360,7 @@ export function createAgent(deps: AgentDeps) {
       for (const event of deps.startupEvents) recordEvent(event);
       hostHealth.start(() => presence.rebirth());
       dispatcher.recoverInterrupted();
-      updates.recoverAtStart();
+      await updates.recoverAtStart();
       deps.commands.journal.prune(clock.now() - JOURNAL_RETENTION_MS);
       channel.listen((request) => {
         const meta = {

@@ -239,6 +239,7 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
       download: downloadArtifact,
       stage: stageRelease,
       fetchManifest,
+      launcherHome: process.env.POS_AGENT_LAUNCHER_HOME,
     },
     downsampler: createTelemetryDownsampler({
       db: opened.db,

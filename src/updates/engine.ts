@@ -12,6 +12,14 @@ import { awaitHealthy, runArgv } from "./component-control.js";
 import type { DownloadOptions, DownloadResult } from "./download.js";
 import { compareVersions, Manifest } from "./manifest.js";
 import { type ComponentDir, componentDir } from "./releases-dir.js";
+import {
+  clearPending,
+  SELF_COMPONENT,
+  type SelfUpdateDeps,
+  selfUpdateProblem,
+  takeRolledBack,
+  writePending,
+} from "./self-update.js";
 import type { StageOptions, StageResult } from "./stage.js";
 import { nextState, recover, TERMINAL_STATES, type UpdateEvent, type UpdateState } from "./transitions.js";
 import { verifyTree } from "./tree-verify.js";
@@ -98,6 +106,8 @@ export interface UpdateEngineDeps {
   log: Logger;
   /** Health polling interval; tests shorten it. */
   healthPollMs?: number;
+  /** How the agent updates itself (component "pos-agent"); absent: it cannot. */
+  self?: SelfUpdateDeps;
 }
 
 /** A deferred job whose check falls while another update runs looks again this much later. */
@@ -230,13 +240,18 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
             break;
           }
           case "activating":
+            if (isSelf(job)) {
+              await activateSelf(job, dir);
+              return outcome(job);
+            }
             await dir.switchTo(job.toVersion);
             await restart(job, component, dir, signal);
             move(job, "activated");
             break;
           case "health_check": {
-            const unhealthy =
-              component.healthCheck === undefined
+            const unhealthy = isSelf(job)
+              ? await deps.self?.selfCheck(signal)
+              : component.healthCheck === undefined
                 ? undefined
                 : await awaitHealthy(component.healthCheck, {
                     cwd: dir.current,
@@ -246,6 +261,7 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
                   });
             if (unhealthy === undefined) {
               await commit(job, manifest, dir, component);
+              if (isSelf(job)) await clearPending(dir.root);
               move(job, "healthy");
             } else {
               move(job, "unhealthy", { code: "HEALTH_CHECK_FAILED", message: unhealthy });
@@ -253,10 +269,19 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
             break;
           }
           case "rolling_back": {
-            await dir.switchTo(job.fromVersion);
-            await restart(job, component, dir, signal).catch((error: unknown) => {
-              log.error({ err: error, component: job.component }, "restart after rollback failed");
-            });
+            // A first self-update has no previous release under releases/: the launcher then starts
+            // the agent installed beside it.
+            const back =
+              job.fromVersion !== undefined && (await dir.releases()).includes(job.fromVersion)
+                ? job.fromVersion
+                : undefined;
+            await dir.switchTo(isSelf(job) ? back : job.fromVersion);
+            if (isSelf(job)) await clearPending(dir.root);
+            else {
+              await restart(job, component, dir, signal).catch((error: unknown) => {
+                log.error({ err: error, component: job.component }, "restart after rollback failed");
+              });
+            }
             if ((await dir.currentVersion()) !== job.toVersion) await dir.removeRelease(job.toVersion);
             journal.forgetRelease(job.component, job.toVersion);
             const before = journal.get(job.id);
@@ -264,6 +289,8 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
               ...(before?.code === undefined ? {} : { code: before.code }),
               ...(before?.message === undefined ? {} : { message: before.message }),
             });
+            // This process is the release just abandoned: start again as the one switched back to.
+            if (isSelf(job) && deps.self?.version === job.toVersion) deps.self.restart();
             break;
           }
           default:
@@ -293,6 +320,43 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
         move(job, "error", { code: failure.code, message: failure.message });
       }
     }
+  }
+
+  function isSelf(job: UpdateJob): boolean {
+    return job.component === SELF_COMPONENT;
+  }
+
+  /**
+   * The agent cannot restart itself into the new release and stay to watch it: it leaves `pending`
+   * for the launcher, switches, records health_check and stops; the new agent checks itself at start
+   * (recoverAtStart), and a release that never gets that far is switched back by the launcher.
+   */
+  async function activateSelf(job: UpdateJob, dir: ComponentDir): Promise<void> {
+    const self = deps.self;
+    const problem = selfUpdateProblem(self, dir.root);
+    if (self === undefined || problem !== undefined) throw new AgentError("INCOMPATIBLE", problem ?? "");
+    await writePending(dir.root, { version: job.toVersion, previous: job.fromVersion ?? self.version });
+    await dir.switchTo(job.toVersion);
+    move(job, "activated");
+    log.info({ toVersion: job.toVersion }, "restarting into the new agent release");
+    self.restart();
+  }
+
+  /**
+   * At start, a self-update left in activating or health_check: this process is either the new
+   * release (check itself, then commit) or the old one again (the launcher switched back, or the
+   * switch never happened): roll back with the launcher's reason.
+   */
+  async function recoverSelf(job: UpdateJob): Promise<void> {
+    const dir = componentDir(deps.dataDir, job.component);
+    if (deps.self?.version === job.toVersion) {
+      if (job.state === "activating") move(job, "activated");
+      return;
+    }
+    if (job.state === "activating" && (await dir.currentVersion()) !== job.toVersion) return;
+    const reason = (await takeRolledBack(dir.root)) ?? "the new agent release did not start";
+    if (job.state === "activating") move(job, "error", { code: "HEALTH_CHECK_FAILED", message: reason });
+    else move(job, "unhealthy", { code: "HEALTH_CHECK_FAILED", message: reason });
   }
 
   function deferAgain(job: UpdateJob, check: Extract<Precondition, { ok: false }>): void {
@@ -435,6 +499,10 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
       const decision = deps.decide(envelope);
       if (!decision.ok) throw decision.error;
       const { manifest } = decision.value;
+      if (manifest.component === SELF_COMPONENT) {
+        const problem = selfUpdateProblem(deps.self, componentDir(deps.dataDir, SELF_COMPONENT).root);
+        if (problem !== undefined) throw new AgentError("INCOMPATIBLE", problem);
+      }
       const open = journal.latest(manifest.component);
       if (open !== undefined && !TERMINAL_STATES.has(open.state as UpdateState)) {
         if (open.state !== "deferred") {
@@ -512,10 +580,16 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
     },
 
     /** At start: finish or undo what a restart interrupted (transitions.ts recover()). */
-    recoverAtStart(): void {
+    async recoverAtStart(): Promise<void> {
       for (const job of journal.latestAll()) {
         if (TERMINAL_STATES.has(job.state as UpdateState)) {
           publish(job);
+          continue;
+        }
+        if (isSelf(job) && (job.state === "activating" || job.state === "health_check")) {
+          journal.countRestart(job.id, clock.now());
+          await recoverSelf(job);
+          if (running === undefined) void start(job);
           continue;
         }
         const restarts = journal.countRestart(job.id, clock.now());

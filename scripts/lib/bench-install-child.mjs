@@ -1,0 +1,68 @@
+// One install as the agent chains it (engine.ts): download the artifact into .download, stage it into
+// .staging/{version}, promote it to releases/{version}, switch `current`. Run in a fresh process by
+// bench-install.mjs so its timing has no HTTP server beside it and its RSS growth is its own.
+// Usage: node --expose-gc bench-install-child.mjs '{"manifestFile": "...", "dataDir": "..."}'
+// Prints one JSON line: seconds per phase and RSS before the install and at its peak.
+import { readFileSync, writeFileSync } from "node:fs";
+import { mkdir, readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+
+const DIST = resolve(import.meta.dirname, "../../dist/updates");
+const { downloadArtifact } = await import(`${DIST}/download.js`);
+const { stageRelease } = await import(`${DIST}/stage.js`);
+const { componentDir } = await import(`${DIST}/releases-dir.js`);
+const { Manifest } = await import(`${DIST}/manifest.js`);
+
+const job = JSON.parse(process.argv[2] ?? "{}");
+const manifest = Manifest.parse(JSON.parse(await readFile(job.manifestFile, "utf8")));
+const { version } = manifest;
+const dir = componentDir(job.dataDir, manifest.component);
+const dest = dir.downloadFile(manifest.artifact.sha256);
+
+const statusBytes = (key) =>
+  Number(new RegExp(`${key}:\\s+(\\d+)`).exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? Number.NaN) *
+  1024;
+globalThis.gc?.();
+// Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+), so it is this install's peak.
+let hwmReset = false;
+try {
+  writeFileSync("/proc/self/clear_refs", "5");
+  hwmReset = true;
+} catch {
+  // sampling alone, then
+}
+const rssBefore = process.memoryUsage.rss();
+let rssPeak = rssBefore;
+const sampler = setInterval(() => {
+  rssPeak = Math.max(rssPeak, process.memoryUsage.rss());
+}, 50);
+
+const t0 = performance.now();
+await mkdir(dirname(dest), { recursive: true });
+await downloadArtifact({
+  url: manifest.artifact.url,
+  dest,
+  size: manifest.artifact.size,
+  sha256: manifest.artifact.sha256,
+});
+const t1 = performance.now();
+await stageRelease({ manifest, artifactPath: dest, stagingDir: dir.stagingDir(version) });
+const t2 = performance.now();
+await dir.promote(version);
+await dir.switchTo(version);
+const t3 = performance.now();
+clearInterval(sampler);
+rssPeak = Math.max(rssPeak, process.memoryUsage.rss(), hwmReset ? statusBytes("VmHWM") : 0);
+if ((await dir.currentVersion()) !== version) throw new Error(`current is not ${version} after the switch`);
+
+process.stdout.write(
+  `${JSON.stringify({
+    downloadSec: (t1 - t0) / 1000,
+    stageSec: (t2 - t1) / 1000,
+    switchSec: (t3 - t2) / 1000,
+    totalSec: (t3 - t0) / 1000,
+    rssBefore,
+    rssPeak,
+    hwmReset,
+  })}\n`,
+);
