@@ -5,6 +5,7 @@ import { runAgent } from "../main.js";
 import { formatStatus, readStatus } from "./agent-status.js";
 import { answerTopLevel, parse, runMain, UsageError } from "./args.js";
 import { loadConfigOrThrow } from "./load-config-or-throw.js";
+import { ROLLBACK_HELP, rollbackCommand } from "./rollback-cli.js";
 import { VERIFY_HELP, verifyCommand } from "./verify-release-cli.js";
 
 const HELP = `pos-agent: on-device diagnostics and remote-update agent for POS terminals
@@ -18,6 +19,8 @@ Usage:
   pos-agent verify [--config FILE] [--json] ENVELOPE
                                            decide offline whether a signed release would be installed;
                                            exit 0 accept, 1 reject
+  pos-agent rollback [--config FILE] COMPONENT
+                                           go back to the previous release of COMPONENT (daemon stopped)
   pos-agent --version
 
 The config defaults to $POS_AGENT_CONFIG, else /etc/pos-agent/config.json.
@@ -47,6 +50,7 @@ the running agent only: it holds the serial ports; use pos-ops diag), certificat
 (mqtt.tls.cert, mqtt.tls.ca, trust roots), components.
 Exit codes: 0 no check failed (warnings allowed), 1 a check failed, 2 usage or config error.`,
   verify: VERIFY_HELP,
+  rollback: ROLLBACK_HELP,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -64,6 +68,8 @@ async function main(argv: string[]): Promise<number> {
       return diag(rest);
     case "verify":
       return verifyCommand(rest);
+    case "rollback":
+      return rollbackCommand(rest);
     default:
       throw new UsageError(`pos-agent: unknown command "${command}"; see pos-agent --help`);
   }

@@ -1,5 +1,5 @@
-import { existsSync, readFileSync, readlinkSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
 import type { Config } from "../config/schema.js";
 import { createClockSanity, LAST_TRUSTED_KEY, TrustedTime } from "../metrics/clock-sanity.js";
 import { readBootFacts } from "../metrics/reboot-reason.js";
@@ -8,7 +8,8 @@ import { errorMessage } from "../shared/errors.js";
 import { readAgentVersion, readBuildTime } from "../shared/version.js";
 import { DATABASE_FILE, openDatabaseReadOnly } from "../store/database.js";
 import { createMetaStore } from "../store/meta.js";
-import { clockFloor, decideRelease, type InstalledState } from "../updates/verify-release.js";
+import { createInstalledState, NEWEST_ISSUED_AT_KEY } from "../updates/installed-state.js";
+import { clockFloor, decideRelease } from "../updates/verify-release.js";
 import { parse, UsageError } from "./args.js";
 import { loadConfigOrThrow } from "./load-config-or-throw.js";
 
@@ -22,9 +23,10 @@ Checks, in order: signatures, certificate chain to trust.releaseRoots, codeSigni
 trust.threshold distinct signers; the manifest's fields and paths; the clock (an untrusted clock
 gives DEFERRED clock.untrusted); expiresAt against max(wall clock, clock floor); the model and
 agent version; a version newer than the installed one and securityVersion not below the floor.
-The installed version is where dataDir/components/COMPONENT/current points; the floor is in
-dataDir/components/COMPONENT/security-floor. The clock is judged as the daemon judges it: never
-before this agent's build time, nor behind the last trusted time the daemon recorded.
+The installed version is where dataDir/components/COMPONENT/current points; the security floor and
+the clock's references come from the agent's database (read-only, beside a running daemon). The
+clock is judged as the daemon judges it: never before this agent's build time, the last trusted
+time or the newest issuedAt of a committed release.
 --json prints the decision as JSON for scripts.
 Exit codes: 0 accept, 1 reject, 2 usage or config error (or an unreadable ENVELOPE).`;
 
@@ -87,7 +89,8 @@ export function verifyReleaseFile(
 ): VerifyReport {
   const rootsPem = readReleaseRoots(config, configFile);
   const envelope = readEnvelopeFile(envelopeFile);
-  const clock = judgeClockOffline(config, now);
+  const daemon = readDaemonState(config.dataDir);
+  const clock = judgeClockOffline(config, now, daemon);
   const decision = decideRelease(envelope, {
     releaseRootsPem: rootsPem,
     threshold: config.trust.threshold,
@@ -97,7 +100,9 @@ export function verifyReleaseFile(
     clockFloor: clock.floor,
     model: config.model,
     agentVersion: readAgentVersion(),
-    installed: readInstalledStateFromFiles(config.dataDir),
+    installed: createInstalledState(config.dataDir, {
+      securityFloor: (component) => daemon.floors.get(component) ?? 0,
+    }),
   });
   if (!decision.ok) {
     const { error } = decision;
@@ -164,9 +169,9 @@ function readEnvelopeFile(file: string): unknown {
  * time and the last trusted time the daemon recorded, read-only; nothing is written back. Without a
  * database (the daemon never ran here) the build time alone is the floor.
  */
-export function judgeClockOffline(config: Config, now: number): OfflineClock {
+export function judgeClockOffline(config: Config, now: number, daemon: DaemonState): OfflineClock {
   const buildTime = readBuildTime();
-  const lastTrusted = readLastTrusted(config.dataDir);
+  const { lastTrusted } = daemon;
   const boot = readBootFacts({ bootIdFile: config.health.bootIdFile, now: () => now });
   const sanity = createClockSanity({
     clock: { now: () => now, monotonic: () => performance.now() },
@@ -184,64 +189,56 @@ export function judgeClockOffline(config: Config, now: number): OfflineClock {
     now,
     trusted: sanity.trusted(),
     ...(reason === undefined ? {} : { reason }),
-    floor: clockFloor({ buildTime, lastTrusted: lastTrusted?.wall }),
+    floor: clockFloor({ buildTime, lastTrusted: lastTrusted?.wall, newestIssuedAt: daemon.newestIssuedAt }),
     buildTime,
     ...(lastTrusted === undefined ? {} : { lastTrusted: lastTrusted.wall }),
   };
 }
 
-function readLastTrusted(dataDir: string): TrustedTime | undefined {
+/** What the daemon recorded that the decision needs: the clock's references and the security floors. */
+export interface DaemonState {
+  lastTrusted?: TrustedTime;
+  newestIssuedAt?: number;
+  floors: Map<string, number>;
+}
+
+/**
+ * Read-only from the daemon's database, beside a running daemon. Without a database (the daemon never
+ * ran here) every floor is 0 and the build time alone is the clock floor; an unreadable one is said
+ * on stderr and read the same way, never guessed upwards.
+ */
+export function readDaemonState(dataDir: string): DaemonState {
   const file = join(dataDir, DATABASE_FILE);
-  if (!existsSync(file)) return undefined;
+  const floors = new Map<string, number>();
+  if (!existsSync(file)) return { floors };
   try {
     const db = openDatabaseReadOnly(dataDir);
     try {
-      const parsed = TrustedTime.safeParse(createMetaStore(db).getJson<unknown>(LAST_TRUSTED_KEY));
-      return parsed.success ? parsed.data : undefined;
+      const meta = createMetaStore(db);
+      const parsed = TrustedTime.safeParse(meta.getJson<unknown>(LAST_TRUSTED_KEY));
+      const newest = meta.getJson<unknown>(NEWEST_ISSUED_AT_KEY);
+      const hasFloors = db
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'component_floors'")
+        .get();
+      if (hasFloors !== undefined) {
+        const rows = db.prepare("SELECT component, security_floor FROM component_floors").all() as Array<{
+          component: string;
+          security_floor: number;
+        }>;
+        for (const row of rows) floors.set(row.component, row.security_floor);
+      }
+      return {
+        ...(parsed.success ? { lastTrusted: parsed.data } : {}),
+        ...(typeof newest === "number" ? { newestIssuedAt: newest } : {}),
+        floors,
+      };
     } finally {
       db.close();
     }
   } catch (error) {
     process.stderr.write(
-      `pos-agent verify: cannot read the last trusted time from ${file} (${errorMessage(error)}); the clock floor is the build time\n`,
+      `pos-agent verify: cannot read the agent's state from ${file} (${errorMessage(error)}); the clock floor is the build time\n`,
     );
-    return undefined;
+    return { floors };
   }
-}
-
-/**
- * The installed state as the file tree shows it (CONTRACT.md 8): the version is the name of the
- * release `current` links to, absent when there is no link. Anything else unreadable throws, which
- * refuses the release (INTERNAL) rather than guess.
- */
-export function readInstalledStateFromFiles(dataDir: string): InstalledState {
-  const componentDir = (component: string) => join(dataDir, "components", component);
-  return {
-    installedVersion(component) {
-      const link = join(componentDir(component), "current");
-      try {
-        return basename(readlinkSync(link));
-      } catch (error) {
-        const code = (error as { code?: unknown }).code;
-        if (code === "ENOENT") return undefined;
-        if (code === "EINVAL") throw new Error(`${link} is not a symbolic link`);
-        throw error;
-      }
-    },
-    securityFloor: (component) => readSecurityFloor(join(componentDir(component), "security-floor")),
-  };
-}
-
-/** The securityVersion floor of one component: a whole number in a file, 0 when the file is absent. */
-export function readSecurityFloor(file: string): number {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (error) {
-    if ((error as { code?: unknown }).code === "ENOENT") return 0;
-    throw error;
-  }
-  const value = text.trim();
-  if (!/^\d{1,7}$/.test(value)) throw new Error(`${file} holds "${value.slice(0, 20)}", not a whole number`);
-  return Number(value);
 }

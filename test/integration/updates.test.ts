@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import {
   existsSync,
   mkdirSync,
@@ -7,7 +8,7 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
@@ -26,6 +27,7 @@ import { type ReleaseServer, startReleaseServer } from "../helpers/release-serve
 import { suiteResources } from "../helpers/suite-resources.js";
 
 const APP = "pos-app";
+const BIN = resolve(import.meta.dirname, "../../bin/pos-agent");
 
 /** A healthy release: the health check looks for `ready` in the live tree. */
 const healthy = (version: string, extra: TreeSpec = {}): TreeSpec => ({
@@ -336,5 +338,42 @@ describe("signed updates through the agent", () => {
     // Reported as the job that undid 1.4.0 and went back to 1.2.0.
     expect(answer.result).toMatchObject({ state: "rolled_back", fromVersion: "1.2.0", toVersion: "1.4.0" });
     expect(live()).toBe(join("releases", "1.2.0"));
+  });
+
+  it("rolls back on the terminal with pos-agent rollback once the daemon is stopped, and reports it after", async () => {
+    const next = await release("1.5.0", healthy("1.5.0"));
+    expect((await command("update.apply", { manifest: next.envelope })).status).toBe("succeeded");
+    const cli = (...args: string[]) =>
+      spawnSync(process.execPath, [BIN, "rollback", "--config", configFile.path, ...args], {
+        encoding: "utf8",
+      });
+
+    const busy = cli(APP);
+    expect(busy.status).toBe(1);
+    expect(busy.stderr).toMatch(/another pos-agent \(pid \d+\) is running.*stop it first/);
+
+    agent.child.kill("SIGTERM");
+    await agent.exited;
+    const done = cli(APP);
+    expect(done.stderr).toBe("");
+    expect(done.stdout).toBe("rolled back pos-app 1.5.0 -> 1.2.0\n");
+    expect(done.status).toBe(0);
+    expect(live()).toBe(join("releases", "1.2.0"));
+    expect(readFileSync(join(appDir, "restarts.log"), "utf8").trim().split("\n").length).toBeGreaterThan(1);
+
+    const nothing = cli(APP);
+    expect(nothing.status).toBe(1);
+    expect(nothing.stderr).toContain("has no release older than 1.2.0");
+
+    states.length = 0;
+    agent = await startAgent(configFile);
+    const deadline = Date.now() + 15_000;
+    while (
+      Date.now() < deadline &&
+      !states.some((s) => s.toVersion === "1.5.0" && s.state === "rolled_back")
+    ) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(states.at(-1)).toMatchObject({ toVersion: "1.5.0", state: "rolled_back" });
   });
 });

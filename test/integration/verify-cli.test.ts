@@ -10,6 +10,7 @@ import { signEnvelope } from "../../src/pki/sign-envelope.js";
 import { silentLogger } from "../../src/shared/logger.js";
 import { openDatabase } from "../../src/store/database.js";
 import { createMetaStore } from "../../src/store/meta.js";
+import { createUpdateJournal } from "../../src/store/update-journal.js";
 import { suiteResources } from "../helpers/suite-resources.js";
 
 // Runs the built CLI (`npm run build` first), as a technician checking a release on site would.
@@ -94,11 +95,18 @@ describe("pos-agent verify", () => {
     bob = issueLeaf({ ca: root, role: "release", cn: "bob" });
     mkdirSync(join(dir, "trust"));
     writeFileSync(join(dir, "trust", "release-root.pem"), root.certPem);
-    // pos-app 2.4.1 live in the "installed" data directory, with a security floor of 3.
+    // pos-app 2.4.1 live in the "installed" data directory, with a security floor of 3 in its database.
     const component = join(dir, "data-installed", "components", "pos-app");
     mkdirSync(join(component, "releases", "2.4.1"), { recursive: true });
     symlinkSync("releases/2.4.1", join(component, "current"));
-    writeFileSync(join(component, "security-floor"), "3\n");
+    const opened = openDatabase({
+      dataDir: join(dir, "data-installed"),
+      log: silentLogger,
+      now: Date.now,
+      walLimitBytes: 4 * 1024 * 1024,
+    });
+    createUpdateJournal(opened.db).raiseSecurityFloor("pos-app", 3);
+    opened.db.close();
   });
 
   it("answers --help with exit 0", async () => {
@@ -112,6 +120,30 @@ describe("pos-agent verify", () => {
     expect(result.stderr).toBe("");
     expect(result.stdout).toBe("accept: pos-app 2.4.1 (securityVersion 3) signed by CN=alice, CN=bob\n");
     expect(result.code).toBe(0);
+  });
+
+  it("rejects a securityVersion below the floor the agent's database holds", async () => {
+    const file = join(dir, "2.5.0-low.json");
+    const payload = { ...manifest("2.5.0"), securityVersion: 2 };
+    const once = signEnvelope({
+      payload,
+      typ: "pos-manifest+json",
+      keyPem: alice.keyPem,
+      chainPem: [alice.certPem],
+    });
+    const twice = signEnvelope({
+      payload,
+      typ: "pos-manifest+json",
+      keyPem: bob.keyPem,
+      chainPem: [bob.certPem],
+      existing: once,
+    });
+    writeFileSync(file, JSON.stringify(twice));
+    const result = await verify(["--config", writeConfig("installed"), file]);
+    expect(result.stdout).toBe(
+      "reject: DOWNGRADE: securityVersion 2 is below the security floor 3 of pos-app\n",
+    );
+    expect(result.code).toBe(1);
   });
 
   it("rejects a version not newer than the installed one, exit 1 naming the code and both versions", async () => {
