@@ -23,19 +23,28 @@ const statusBytes = (key) =>
   Number(new RegExp(`${key}:\\s+(\\d+)`).exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? Number.NaN) *
   1024;
 globalThis.gc?.();
-// Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+), so it is this install's peak.
-let hwmReset = false;
-try {
-  writeFileSync("/proc/self/clear_refs", "5");
-  hwmReset = true;
-} catch {
-  // sampling alone, then
-}
+// Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+), so it shows this phase's peak.
+const resetHwm = () => {
+  try {
+    writeFileSync("/proc/self/clear_refs", "5");
+    return true;
+  } catch {
+    return false; // sampling alone, then
+  }
+};
+const hwmReset = resetHwm();
 const rssBefore = process.memoryUsage.rss();
-let rssPeak = rssBefore;
+let sampled = rssBefore;
 const sampler = setInterval(() => {
-  rssPeak = Math.max(rssPeak, process.memoryUsage.rss());
+  sampled = Math.max(sampled, process.memoryUsage.rss());
 }, 50);
+/** The peak since the last call (or the start), then starts the next phase's. */
+const phasePeak = () => {
+  const peak = Math.max(sampled, process.memoryUsage.rss(), hwmReset ? statusBytes("VmHWM") : 0);
+  if (hwmReset) resetHwm();
+  sampled = process.memoryUsage.rss();
+  return peak;
+};
 
 const t0 = performance.now();
 await mkdir(dirname(dest), { recursive: true });
@@ -46,13 +55,15 @@ await downloadArtifact({
   sha256: manifest.artifact.sha256,
 });
 const t1 = performance.now();
+const downloadPeak = phasePeak();
 await stageRelease({ manifest, artifactPath: dest, stagingDir: dir.stagingDir(version) });
 const t2 = performance.now();
+const stagePeak = phasePeak();
 await dir.promote(version);
 await dir.switchTo(version);
 const t3 = performance.now();
 clearInterval(sampler);
-rssPeak = Math.max(rssPeak, process.memoryUsage.rss(), hwmReset ? statusBytes("VmHWM") : 0);
+const rssPeak = Math.max(downloadPeak, stagePeak, phasePeak());
 if ((await dir.currentVersion()) !== version) throw new Error(`current is not ${version} after the switch`);
 
 process.stdout.write(
@@ -63,6 +74,8 @@ process.stdout.write(
     totalSec: (t3 - t0) / 1000,
     rssBefore,
     rssPeak,
+    downloadPeak,
+    stagePeak,
     hwmReset,
   })}\n`,
 );

@@ -10,13 +10,13 @@
 // growth of the install of a tree 1/16 the size (16 MiB for 256), and the size of a delta for one
 // changed file. Needs `npm run build` first. Prints nothing: the caller prints `lines`.
 import { spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { basename, dirname, join, resolve } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
-import { createHash } from "node:crypto";
 import { killOnExit } from "./kill-on-exit.mjs";
 import { prng } from "./prng.mjs";
 
@@ -143,11 +143,9 @@ async function uncompressedTwin(built, base, serve) {
 /** One install in a fresh process; resolves with its JSON report. */
 function installInChild(manifestFile, dataDir) {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(
-      process.execPath,
-      ["--expose-gc", CHILD, JSON.stringify({ manifestFile, dataDir })],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
+    const child = spawn(process.execPath, ["--expose-gc", CHILD, JSON.stringify({ manifestFile, dataDir })], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     killOnExit(child);
     let out = "";
     let err = "";
@@ -196,7 +194,7 @@ const best = (runs, key) => runs.reduce((a, b) => (b[key] < a[key] ? b : a));
 export async function benchInstall(options) {
   const totalMib = options.mib ?? 256;
   const files = options.files ?? 1000;
-  const rounds = Math.max(1, options.rounds ?? 2);
+  const rounds = Math.max(1, options.rounds ?? 3);
   const smallMib = options.smallMib ?? totalMib / 16;
   const work = options.dir;
   const { buildRelease } = await import(`${DIST}/release-build.js`);
@@ -248,13 +246,25 @@ export async function benchInstall(options) {
     const baselineFsyncSec = best(runs.baselineFsync, "totalSec").totalSec;
     const gzip = best(runs.gzip, "totalSec");
     const plain = best(runs.none, "totalSec");
-    const growth = (list) => Math.max(...list.map((run) => run.rssPeak - run.rssBefore));
+    // The worst run of each size: a peak is what a terminal must have room for.
+    const worst = (list) =>
+      list.reduce((a, b) => (b.rssPeak - b.rssBefore > a.rssPeak - a.rssBefore ? b : a));
+    const smallWorst = worst(runs.small);
+    const largeWorst = worst(runs.gzip);
     const rss = {
       smallMib,
       largeMib: totalMib,
-      smallGrowth: growth(runs.small),
-      largeGrowth: growth(runs.gzip),
-      method: runs.gzip.every((run) => run.hwmReset) ? "VmHWM after a reset, and 50 ms sampling" : "50 ms sampling",
+      smallGrowth: smallWorst.rssPeak - smallWorst.rssBefore,
+      largeGrowth: largeWorst.rssPeak - largeWorst.rssBefore,
+      largeDownloadGrowth: largeWorst.downloadPeak - largeWorst.rssBefore,
+      largeStageGrowth: largeWorst.stagePeak - largeWorst.rssBefore,
+      growths: {
+        small: runs.small.map((run) => run.rssPeak - run.rssBefore),
+        large: runs.gzip.map((run) => run.rssPeak - run.rssBefore),
+      },
+      method: runs.gzip.every((run) => run.hwmReset)
+        ? "VmHWM after a reset, and 50 ms sampling"
+        : "50 ms sampling",
     };
 
     // Delta: one file of the big tree rewritten at the same size (a rebuilt binary), the median-sized
@@ -279,7 +289,9 @@ export async function benchInstall(options) {
       artifactBytes: full.manifest.artifact.size,
       rounds,
       /** Every timed run's seconds, in run order, to show the spread behind the best. */
-      runs: Object.fromEntries(Object.entries(runs).map(([name, list]) => [name, list.map((run) => run.totalSec)])),
+      runs: Object.fromEntries(
+        Object.entries(runs).map(([name, list]) => [name, list.map((run) => run.totalSec)]),
+      ),
       baselineSec,
       baselineSyncSec,
       baselineFsyncSec,
@@ -312,10 +324,10 @@ function describe(r) {
   return [
     `install of a ${mib(r.bytes)} tree of ${r.files} files (gzip artifact ${mib(r.artifactBytes)}, incompressible content, HTTP from 127.0.0.1, best of ${r.rounds} alternating rounds, warm page cache, sync between runs):`,
     `  agent ${sec(r.install.totalSec)} (${phases(r.install)}); cp -r + sha256sum ${sec(r.baselineSec)} -> ${r.ratio.toFixed(2)}x`,
-    "  the agent also writes the artifact to disk before staging, hashes it twice (download, stage), gunzips, untars, and fsyncs every file and directory; the baseline fsyncs nothing",
+    "  the agent writes (and fsyncs) the artifact before staging, so twice the bytes; hashes the artifact twice (download, stage) and each file once; gunzips, untars, and fsyncs every file and directory; the baseline fsyncs nothing",
     `  uncompressed artifact (compression "none": the gzip artifact's own tar; buildRelease always gzips): ${sec(r.installNone.totalSec)} (${phases(r.installNone)}) -> ${r.ratioNone.toFixed(2)}x`,
     `  made durable too: cp -r + sha256sum + one sync ${sec(r.baselineSyncSec)} -> ${(r.baselineSyncSec / r.install.totalSec).toFixed(2)}x; + fsync of every file and directory, as the agent does, ${sec(r.baselineFsyncSec)} -> ${(r.baselineFsyncSec / r.install.totalSec).toFixed(2)}x`,
-    `install RSS growth (fresh process each, ${r.rss.method}): ${r.rss.smallMib} MiB tree ${mib(r.rss.smallGrowth)}, ${r.rss.largeMib} MiB tree ${mib(r.rss.largeGrowth)} (${r.rss.ratio.toFixed(2)}x for ${(r.rss.largeMib / r.rss.smallMib).toFixed(0)}x the bytes)`,
+    `install RSS growth (fresh process each, ${r.rss.method}): ${r.rss.smallMib} MiB tree ${mib(r.rss.smallGrowth)}, ${r.rss.largeMib} MiB tree ${mib(r.rss.largeGrowth)} (${r.rss.ratio.toFixed(2)}x for ${(r.rss.largeMib / r.rss.smallMib).toFixed(0)}x the bytes; worst of ${r.rounds} each; ${r.rss.largeMib} MiB download peak ${mib(r.rss.largeDownloadGrowth)}, staging peak ${mib(r.rss.largeStageGrowth)})`,
     `delta for 1 changed file of ${r.files} (${r.delta.changedPath}, ${kib(r.delta.changedBytes)}): artifact ${kib(r.delta.artifactBytes)}, manifest ${kib(r.delta.manifestBytes)} (unsigned JSON, all ${r.files} files listed); artifact / (changed + manifest) ${r.delta.ratio.toFixed(3)}x, (artifact + manifest) / (changed + manifest) ${r.delta.transferRatio.toFixed(3)}x, artifact / changed ${r.delta.overChanged.toFixed(3)}x`,
   ];
 }

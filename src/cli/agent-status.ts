@@ -3,6 +3,8 @@ import { openDatabaseReadOnly } from "../store/database.js";
 import { isAgentProcess } from "../store/lock.js";
 import { createMetaStore } from "../store/meta.js";
 import { createStatsReader, type OutboxStats } from "../store/outbox.js";
+import { createUpdateJournal } from "../store/update-journal.js";
+import { readInstalledVersion } from "../updates/installed-state.js";
 
 export interface StatusReport {
   deviceId: string;
@@ -17,6 +19,20 @@ export interface StatusReport {
     lastError?: string;
   } | null;
   outbox: OutboxStats & { maxBytes: number };
+  /** Each configured or updated component: the live version and the last update job. */
+  components: Array<{
+    name: string;
+    version: string | null;
+    securityFloor: number;
+    update: {
+      toVersion: string;
+      fromVersion?: string;
+      state: string;
+      code?: string;
+      message?: string;
+      at: number;
+    } | null;
+  }>;
 }
 
 /** Reads the daemon's database read-only (WAL lets it do so while the daemon writes). */
@@ -40,10 +56,42 @@ export function readStatus(config: Config): StatusReport {
       // What the daemon last wrote is only true while it runs.
       connection: connection && !running ? { ...connection, connected: false } : connection,
       outbox: { ...createStatsReader(db)(), maxBytes: config.outbox.maxBytes },
+      components: readComponents(db, config),
     };
   } finally {
     db.close();
   }
+}
+
+function readComponents(
+  db: ReturnType<typeof openDatabaseReadOnly>,
+  config: Config,
+): StatusReport["components"] {
+  const hasJobs = db
+    .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'update_jobs'")
+    .get();
+  const journal = hasJobs === undefined ? undefined : createUpdateJournal(db);
+  const jobs = journal?.latestAll() ?? [];
+  const names = [...new Set([...Object.keys(config.components), ...jobs.map((job) => job.component)])].sort();
+  return names.map((name) => {
+    const job = jobs.find((candidate) => candidate.component === name);
+    return {
+      name,
+      version: readInstalledVersion(config.dataDir, name) ?? null,
+      securityFloor: journal?.securityFloor(name) ?? 0,
+      update:
+        job === undefined
+          ? null
+          : {
+              toVersion: job.toVersion,
+              ...(job.fromVersion === undefined ? {} : { fromVersion: job.fromVersion }),
+              state: job.state,
+              ...(job.code === undefined ? {} : { code: job.code }),
+              ...(job.message === undefined ? {} : { message: job.message }),
+              at: job.updatedAt,
+            },
+    };
+  });
 }
 
 export function formatStatus(report: StatusReport, now: number): string {
@@ -76,6 +124,17 @@ export function formatStatus(report: StatusReport, now: number): string {
   );
   for (const stream of ["telemetry", "events", "logs"] as const) {
     row(`  ${stream}`, `${o.streams[stream].records} records, ${mib(o.streams[stream].bytes)}`);
+  }
+  for (const component of report.components) {
+    const update = component.update;
+    row(
+      "component",
+      `${component.name} ${component.version ?? "(not installed)"}, security floor ${component.securityFloor}${
+        update === null
+          ? ""
+          : `; last update ${update.fromVersion ?? "(none)"} → ${update.toVersion}: ${update.state}${update.code ? ` ${update.code}` : ""}${update.message ? ` (${update.message})` : ""}, ${ago(now, update.at)}`
+      }`,
+    );
   }
   return lines.join("\n");
 }

@@ -375,5 +375,16 @@ describe("signed updates through the agent", () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(states.at(-1)).toMatchObject({ toVersion: "1.5.0", state: "rolled_back" });
+    const status = spawnSync(process.execPath, [BIN, "status", "--json", "--config", configFile.path], {
+      encoding: "utf8",
+    });
+    expect(JSON.parse(status.stdout).components).toEqual([
+      expect.objectContaining({
+        name: APP,
+        version: "1.2.0",
+        securityFloor: 1,
+        update: expect.objectContaining({ toVersion: "1.5.0", state: "rolled_back" }),
+      }),
+    ]);
   });
 });
