@@ -12,6 +12,7 @@
 //            request/response echo, median and p99; diagnostics fan-out to 1 000 simulated terminals
 //   host     each systeminformation call's cost, and the host sampling's CPU per hour at a 10 s
 //            interval vs an idle node process, with the longest event-loop stall it caused
+//   install  a 256 MiB, 1 000-file release installed vs cp -r + sha256sum; RSS 16 vs 256 MiB; delta size
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,6 +20,7 @@ import { join, resolve } from "node:path";
 import mqtt from "mqtt";
 import { benchCommands } from "./lib/bench-commands.mjs";
 import { benchHost } from "./lib/bench-host.mjs";
+import { benchInstall } from "./lib/bench-install.mjs";
 import { benchScrubber } from "./lib/bench-scrubber.mjs";
 import { benchSerialCapture } from "./lib/bench-serial.mjs";
 import { freePort } from "./lib/free-port.mjs";
@@ -30,6 +32,7 @@ const RAW_MESSAGES = Number(process.env.BENCH_RAW ?? 50_000);
 const E2E_RECORDS = Number(process.env.BENCH_E2E ?? 100_000);
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 1_000_000);
 const SERIAL_LINES = Number(process.env.BENCH_SERIAL_LINES ?? 200_000);
+const INSTALL_MIB = Number(process.env.BENCH_INSTALL_MIB ?? 256);
 const WORK = join(tmpdir(), `pos-bench-${process.pid}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const line200 = (i) => `bench record ${String(i).padStart(9, "0")} `.padEnd(200, "x");
@@ -259,6 +262,9 @@ async function main() {
     console.log(
       `host sampling: ${host.source.cpuMsPerSample.toFixed(2)} ms CPU a sample (${host.source.metrics} metrics, ${host.source.spawns} spawns) = ${host.source.cpuSecPerHourAt10s.toFixed(2)} CPU s/hour at 10 s; idle node ${host.source.idleNodeCpuSecPerHour.toFixed(2)} CPU s/hour; process watch scan of ${host.processWatch.processes} processes ${host.processWatch.medianMs.toFixed(2)} ms`,
     );
+    console.log("");
+    const install = await benchInstall({ mib: INSTALL_MIB, dir: join(WORK, "install") });
+    for (const line of install.lines) console.log(line);
     // The sampler's own CPU is already what it adds above an idle process; the idle figure is context.
     const aboveIdlePct = (host.source.cpuSecPerHourAt10s / 3600) * 100;
     console.log("\n| measure | value | target | result |\n|---|---|---|---|");
@@ -309,6 +315,24 @@ async function main() {
       `${host.source.stallMs.toFixed(0)} ms`,
       "<= 20 ms",
       host.source.stallMs <= 20,
+    );
+    row(
+      `install of ${mib(install.bytes)}, ${install.files} files / cp -r + sha256sum`,
+      `${install.ratio.toFixed(2)}x`,
+      ">= 1.0x",
+      install.ratio >= 1,
+    );
+    row(
+      `install RSS growth, ${install.rss.largeMib} / ${install.rss.smallMib} MiB tree`,
+      `${install.rss.ratio.toFixed(2)}x (${mib(install.rss.largeGrowth)} / ${mib(install.rss.smallGrowth)})`,
+      "flat (<= 1.25x)",
+      install.rss.ratio <= 1.25,
+    );
+    row(
+      `delta artifact for 1 changed file of ${install.files} / (changed + manifest)`,
+      `${install.delta.ratio.toFixed(3)}x (artifact / changed ${install.delta.overChanged.toFixed(3)}x)`,
+      "<= 1.05x",
+      install.delta.ratio <= 1.05,
     );
   } finally {
     await broker.stop();

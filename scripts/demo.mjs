@@ -5,10 +5,11 @@
 // on real PTYs (socat) whose paper runs out, whose card numbers get masked and which get unplugged,
 // and a summary at the end.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import mqtt from "mqtt";
+import { prepareUpdates } from "./lib/demo-updates.mjs";
 import { freePort } from "./lib/free-port.mjs";
 import { startMosquitto } from "./lib/mosquitto.mjs";
 import { startTcpProxy } from "./lib/tcp-proxy.mjs";
@@ -105,6 +106,14 @@ async function main() {
       return;
     }
     if (leaf.startsWith("cmd/") || leaf.startsWith("diag/")) return; // pos-ops prints those
+    if (leaf === "update/state") {
+      const progress = body.progress === undefined ? "" : ` ${body.progress} %`;
+      const why = body.reason ?? body.code;
+      say(
+        `fleet <- update/state: ${body.component} ${body.fromVersion ?? "(none)"} -> ${body.toVersion}: ${body.state.toUpperCase()}${progress}${why ? ` [${why}]` : ""}${body.message && body.state !== "downloading" ? ` ${body.message}` : ""}`,
+      );
+      return;
+    }
     if (leaf.startsWith("periph/")) {
       const status = body.status
         ? `, paper ${body.status.paper}, cover ${body.status.cover}, ${body.status.online ? "online" : "offline"}`
@@ -188,6 +197,7 @@ async function main() {
     join(pki, "keys"),
   ]);
   say("pos-ops: operator root CA and an operator certificate issued (pos-ops pki init / issue)");
+  const updates = await prepareUpdates({ work: WORK, runOps, say });
 
   const intakePort = await freePort();
   const config = {
@@ -204,7 +214,8 @@ async function main() {
           { name: "pinpad", path: pinpad.path, baudRate: 115200, driver: "lines" },
         ]
       : [],
-    trust: { operatorRoots: [join(pki, "ca", "ca.cert.pem")] },
+    trust: { operatorRoots: [join(pki, "ca", "ca.cert.pem")], releaseRoots: [updates.releaseRoot] },
+    components: { "pos-app": updates.component },
     log: { level: "warn" },
   };
   const configPath = join(WORK, "config.json");
@@ -307,6 +318,37 @@ async function main() {
     say("pos-ops cmd logs.query: the terminal's recent error lines, card numbers already masked");
     const query = JSON.stringify({ level: "error", limit: 5 });
     for (const line of await runOps(["cmd", ...ops, "logs.query", "--args", query])) say(`  ${line}`);
+    // Signed releases: built and signed with pos-ops, served by the local update server, applied by
+    // a signed update.apply naming the manifest's URL; the states arrive on ROOT/update/state.
+    const sign = [
+      "--sign",
+      `${join(pki, "keys", "demo-operator.key.pem")},${join(pki, "keys", "demo-operator.cert.pem")}`,
+    ];
+    for (const [version, healthy] of [
+      ["1.0.0", true],
+      ["1.1.0", true],
+      ["1.2.0", false],
+    ]) {
+      say(
+        `pos-ops release build + sign: pos-app ${version}${healthy ? "" : " (broken: its health check will fail)"}`,
+      );
+      const manifestUrl = await updates.publish(version, healthy);
+      say(`pos-ops cmd update.apply {"manifestUrl": "${manifestUrl}"}, signed by the operator`);
+      const args = JSON.stringify({ manifestUrl });
+      for (const line of await runOps([
+        "cmd",
+        ...ops,
+        "update.apply",
+        "--args",
+        args,
+        ...sign,
+        "--wait",
+        "60",
+      ])) {
+        if (!line.startsWith(" ") && !line.startsWith("{") && !line.startsWith("}")) say(`  ${line}`);
+      }
+    }
+    await updates.close();
     say("pos-ops cmd agent.restart, unsigned: refused");
     for (const line of await runOps(["cmd", ...ops, "agent.restart"])) say(`  ${line}`);
     say("pos-ops cmd agent.restart, signed by the operator: answered, then the agent stops cleanly");
@@ -340,6 +382,18 @@ async function main() {
     console.log(`peripheral events at the fleet  : ${peripheralEvents.length} (${types.join(", ")})`);
     console.log(`pinpad lines with masked digits : ${maskedLines}`);
     console.log(`card numbers at the fleet       : ${cardNumbersAtFleet.length}`);
+    const live = (() => {
+      try {
+        return readlinkSync(join(config.dataDir, "components", "pos-app", "current"));
+      } catch {
+        return "(none)";
+      }
+    })();
+    if (signedRestart) {
+      console.log(
+        `pos-app live release           : ${live} (1.2.0 was rolled back by its failed health check)`,
+      );
+    }
   }
   console.log(`inspect: ./bin/pos-agent status --config ${configPath}`);
 
