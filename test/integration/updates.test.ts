@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import {
   existsSync,
   mkdirSync,
@@ -22,9 +23,11 @@ import {
 } from "../../src/transport/command-client.js";
 import type { Manifest } from "../../src/updates/manifest.js";
 import { type AgentProcess, startAgent, writeAgentConfig } from "../helpers/agent-process.js";
+import { type OpensslLeaf, opensslLeaf, opensslSign } from "../helpers/openssl-tools.js";
 import { publishRelease, type TreeSpec } from "../helpers/release-fixtures.js";
 import { type ReleaseServer, startReleaseServer } from "../helpers/release-server.js";
 import { suiteResources } from "../helpers/suite-resources.js";
+import { createTestCa } from "../helpers/test-pki.js";
 
 const APP = "pos-app";
 const BIN = resolve(import.meta.dirname, "../../bin/pos-agent");
@@ -46,6 +49,7 @@ describe("signed updates through the agent", () => {
   let releaser: KeyAndCert;
   let operator: KeyAndCert;
   let stranger: KeyAndCert;
+  let opensslRelease: OpensslLeaf;
   let configFile: Awaited<ReturnType<typeof writeAgentConfig>>;
   let appDir = "";
   const states: Array<{ state: string; toVersion: string; code?: string; reason?: string }> = [];
@@ -59,7 +63,19 @@ describe("signed updates through the agent", () => {
     operator = issueLeaf({ ca: operatorCa, role: "operator", cn: "alice" });
     stranger = issueLeaf({ ca: createRootCa({ cn: "Elsewhere" }), role: "release", cn: "mallory" });
     mkdirSync(join(dir, "trust"), { recursive: true });
-    writeFileSync(join(dir, "trust", "releases.pem"), releaseCa.certPem);
+    // A second release root made by the openssl CLI alone, with a leaf that signs with `openssl dgst`.
+    const opensslCa = createTestCa(join(dir, "openssl-ca"), "OpenSSL Release Root");
+    opensslRelease = opensslLeaf(join(dir, "openssl-ca"), "ossl-rsa", {
+      caCert: opensslCa.cert,
+      caKey: opensslCa.key,
+      keyType: "rsa",
+      eku: "codeSigning",
+      cn: "ossl-release",
+    });
+    writeFileSync(
+      join(dir, "trust", "releases.pem"),
+      releaseCa.certPem + readFileSync(opensslCa.cert, "utf8"),
+    );
     writeFileSync(join(dir, "trust", "operators.pem"), operatorCa.certPem);
 
     server = await startReleaseServer();
@@ -386,5 +402,27 @@ describe("signed updates through the agent", () => {
         update: expect.objectContaining({ toVersion: "1.5.0", state: "rolled_back" }),
       }),
     ]);
+  });
+
+  it("installs a release signed with openssl dgst under an OpenSSL-made chain", async () => {
+    const built = await release("1.6.0", healthy("1.6.0"));
+    const b64url = (value: object | Buffer) =>
+      (Buffer.isBuffer(value) ? value : Buffer.from(JSON.stringify(value))).toString("base64url");
+    const x5c = [new X509Certificate(opensslRelease.certPem).raw.toString("base64")];
+    const protectedB64 = b64url({ alg: "RS256", typ: "pos-manifest+json", x5c });
+    const payloadB64 = b64url(built.manifest);
+    const signature = opensslSign(
+      join(dir, "openssl-ca"),
+      opensslRelease.keyPath,
+      Buffer.from(`${protectedB64}.${payloadB64}`),
+    );
+    const envelope = {
+      payload: payloadB64,
+      signatures: [{ protected: protectedB64, signature: b64url(signature) }],
+    };
+    const answer = await command("update.apply", { manifest: envelope });
+    expect(answer.status, answer.message).toBe("succeeded");
+    expect(answer.result).toMatchObject({ toVersion: "1.6.0", state: "committed" });
+    expect(live()).toBe(join("releases", "1.6.0"));
   });
 });

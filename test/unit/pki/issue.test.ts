@@ -4,8 +4,8 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createRootCa, issueLeaf, type KeyAndCert } from "../../../src/pki/issue.js";
 import { isAgentError } from "../../../src/shared/errors.js";
+import { openssl } from "../../helpers/openssl-tools.js";
 import { makeTmpDir } from "../../helpers/tmp-dir.js";
-import { openssl } from "./openssl-tools.js";
 
 const CODE_SIGNING = "1.3.6.1.5.5.7.3.3";
 const CLIENT_AUTH = "1.3.6.1.5.5.7.3.2";

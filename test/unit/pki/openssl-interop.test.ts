@@ -6,9 +6,9 @@ import type { Envelope, EnvelopeType } from "../../../src/pki/envelope.js";
 import { createRootCa, issueLeaf, type KeyAndCert } from "../../../src/pki/issue.js";
 import { signEnvelope } from "../../../src/pki/sign-envelope.js";
 import { type VerifyOptions, verifyEnvelope } from "../../../src/pki/verify-envelope.js";
+import { openssl, opensslLeaf, opensslSign } from "../../helpers/openssl-tools.js";
 import { createTestCa } from "../../helpers/test-pki.js";
 import { b64url, x5c } from "./jws-tools.js";
-import { openssl, opensslLeaf, opensslSign } from "./openssl-tools.js";
 
 const COMMAND: EnvelopeType = "pos-command+json";
 const MANIFEST: EnvelopeType = "pos-manifest+json";

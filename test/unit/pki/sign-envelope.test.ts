@@ -5,8 +5,8 @@ import type { Envelope } from "../../../src/pki/envelope.js";
 import { createRootCa, issueLeaf, type KeyAndCert } from "../../../src/pki/issue.js";
 import { signEnvelope } from "../../../src/pki/sign-envelope.js";
 import { isAgentError } from "../../../src/shared/errors.js";
+import { opensslLeaf } from "../../helpers/openssl-tools.js";
 import { makeTmpDir } from "../../helpers/tmp-dir.js";
-import { opensslLeaf } from "./openssl-tools.js";
 
 let root: KeyAndCert;
 let alice: KeyAndCert;

@@ -6,8 +6,8 @@ import type { Envelope, EnvelopeType } from "../../../src/pki/envelope.js";
 import { createRootCa, issueLeaf, type KeyAndCert } from "../../../src/pki/issue.js";
 import { signEnvelope } from "../../../src/pki/sign-envelope.js";
 import { loadRootsPem, type VerifyOptions, verifyEnvelope } from "../../../src/pki/verify-envelope.js";
+import { type OpensslLeaf, openssl, opensslLeaf } from "../../helpers/openssl-tools.js";
 import { b64url, flipByte, handmade, x5c } from "./jws-tools.js";
-import { type OpensslLeaf, openssl, opensslLeaf } from "./openssl-tools.js";
 
 const COMMAND: EnvelopeType = "pos-command+json";
 const MANIFEST: EnvelopeType = "pos-manifest+json";

@@ -11,10 +11,10 @@ import {
   type InstalledState,
   type ReleaseContext,
 } from "../../../src/updates/verify-release.js";
+import { type OpensslLeaf, opensslLeaf, opensslSign } from "../../helpers/openssl-tools.js";
 import { suiteResources } from "../../helpers/suite-resources.js";
 import { createTestCa } from "../../helpers/test-pki.js";
 import { b64url, x5c } from "../pki/jws-tools.js";
-import { type OpensslLeaf, opensslLeaf, opensslSign } from "../pki/openssl-tools.js";
 
 const MANIFEST = "pos-manifest+json";
 const MINUTE = 60_000;
