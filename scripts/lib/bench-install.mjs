@@ -324,7 +324,7 @@ function describe(r) {
   return [
     `install of a ${mib(r.bytes)} tree of ${r.files} files (gzip artifact ${mib(r.artifactBytes)}, incompressible content, HTTP from 127.0.0.1, best of ${r.rounds} alternating rounds, warm page cache, sync between runs):`,
     `  agent ${sec(r.install.totalSec)} (${phases(r.install)}); cp -r + sha256sum ${sec(r.baselineSec)} -> ${r.ratio.toFixed(2)}x`,
-    "  the agent writes (and fsyncs) the artifact before staging, so twice the bytes; hashes the artifact twice (download, stage) and each file once; gunzips, untars, and fsyncs every file and directory; the baseline fsyncs nothing",
+    "  the agent writes (and fsyncs) the artifact before staging, so twice the bytes; hashes the artifact once while downloading and each file once while staging; gunzips, untars, and fsyncs every file and directory; the baseline fsyncs nothing",
     `  uncompressed artifact (compression "none": the gzip artifact's own tar; buildRelease always gzips): ${sec(r.installNone.totalSec)} (${phases(r.installNone)}) -> ${r.ratioNone.toFixed(2)}x`,
     `  made durable too: cp -r + sha256sum + one sync ${sec(r.baselineSyncSec)} -> ${(r.baselineSyncSec / r.install.totalSec).toFixed(2)}x; + fsync of every file and directory, as the agent does, ${sec(r.baselineFsyncSec)} -> ${(r.baselineFsyncSec / r.install.totalSec).toFixed(2)}x`,
     `install RSS growth (fresh process each, ${r.rss.method}): ${r.rss.smallMib} MiB tree ${mib(r.rss.smallGrowth)}, ${r.rss.largeMib} MiB tree ${mib(r.rss.largeGrowth)} (${r.rss.ratio.toFixed(2)}x for ${(r.rss.largeMib / r.rss.smallMib).toFixed(0)}x the bytes; worst of ${r.rounds} each; ${r.rss.largeMib} MiB download peak ${mib(r.rss.largeDownloadGrowth)}, staging peak ${mib(r.rss.largeStageGrowth)})`,

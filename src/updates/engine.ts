@@ -129,6 +129,8 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
   const { journal, clock, log } = deps;
   let running: { job: UpdateJob; abort: AbortController; done: Promise<JobOutcome> } | undefined;
   const retryTimers = new Map<number, NodeJS.Timeout>();
+  /** Jobs whose artifact this process downloaded and hashed (staging need not hash it again). */
+  const downloadedThisRun = new Set<number>();
   let stopped = false;
 
   function publish(job: UpdateJob, extra: Partial<UpdateStatePayload> = {}): void {
@@ -412,6 +414,7 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
         publish(job);
       },
     });
+    downloadedThisRun.add(job.id);
   }
 
   async function install(
@@ -435,6 +438,8 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
       manifest,
       artifactPath: artifact,
       stagingDir: dir.stagingDir(job.toVersion),
+      // Only when this very process downloaded it: a resumed job re-hashes what it finds on disk.
+      artifactVerified: downloadedThisRun.has(job.id),
       ...(base === undefined ? {} : { baseDir: dir.releaseDir(base) }),
       ...(baseFiles === undefined ? {} : { baseFiles }),
       signal,

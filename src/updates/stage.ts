@@ -25,6 +25,8 @@ export interface StageOptions {
   signal?: AbortSignal;
   /** Bytes of release files staged so far, at most every PROGRESS_INTERVAL_MS and once at the end. */
   onProgress?: (progress: { bytes: number; totalBytes: number }) => void;
+  /** The caller hashed the artifact against the manifest just before (while downloading it). */
+  artifactVerified?: boolean;
   /** Monotonic ms for throttling progress; performance.now by default. */
   monotonic?: () => number;
 }
@@ -50,7 +52,9 @@ export async function stageRelease(options: StageOptions): Promise<StageResult> 
   });
   const target = { root: stagingDir, createdDirs, progress, signal };
   try {
-    const fromArchive = await unpackArtifact(manifest, options.artifactPath, target);
+    const fromArchive = await unpackArtifact(manifest, options.artifactPath, target, {
+      ...(options.artifactVerified === undefined ? {} : { artifactVerified: options.artifactVerified }),
+    });
     let fromBase = 0;
     for (const file of manifest.files) {
       if (fromArchive.has(file.path)) continue;
