@@ -93,3 +93,17 @@ export function opensslSign(dir: string, keyPath: string, input: Buffer, sigopts
     dir,
   );
 }
+
+/** DER ECDSA-Sig-Value (SEQUENCE of two INTEGERs, short lengths for P-256) → the raw 32-byte r ‖ s JWS wants. */
+export function derToRaw(der: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let offset = 2;
+  for (let i = 0; i < 2; i += 1) {
+    const length = der[offset + 1] ?? 0;
+    const value = der.subarray(offset + 2, offset + 2 + length);
+    const trimmed = value.subarray(Math.max(0, value.length - 32));
+    parts.push(Buffer.concat([Buffer.alloc(32 - trimmed.length), trimmed]));
+    offset += 2 + length;
+  }
+  return Buffer.concat(parts);
+}

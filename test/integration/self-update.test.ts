@@ -5,11 +5,11 @@ import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
 import { createRootCa, issueLeaf, type KeyAndCert } from "../../src/pki/issue.js";
-import { signEnvelope } from "../../src/pki/sign-envelope.js";
 import { type CommandClient, connectCommandClient } from "../../src/transport/command-client.js";
 import { writeAgentConfig } from "../helpers/agent-process.js";
 import { publishRelease, type TreeSpec } from "../helpers/release-fixtures.js";
 import { type ReleaseServer, startReleaseServer } from "../helpers/release-server.js";
+import { sendSigned } from "../helpers/signed-command.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const LAUNCHER = join(ROOT, "bin", "pos-agent-launcher");
@@ -103,28 +103,16 @@ describe("the agent updates itself", () => {
       files,
       signers: [releaser],
     });
-    const now = Date.now();
-    const id = `self-${version}`;
-    const request = signEnvelope({
-      payload: {
-        id,
-        cmd: "update.apply",
-        args: { manifest: envelope },
-        target: configFile.deviceId,
-        issuedAt: now,
-        expiresAt: now + 300_000,
-      },
-      typ: "pos-command+json",
-      keyPem: operator.keyPem,
-      chainPem: [operator.certPem],
+    return sendSigned({
+      client,
+      tenant: configFile.tenant,
+      deviceId: configFile.deviceId,
+      operator,
+      id: `self-${version}`,
+      cmd: "update.apply",
+      args: { manifest: envelope },
+      timeoutMs: 60_000,
     });
-    const answer = await client.request(
-      configFile.tenant,
-      { kind: "device", deviceId: configFile.deviceId },
-      request,
-      { id, timeoutMs: 60_000 },
-    );
-    return answer?.response;
   }
 
   it("restarts into a new release through the launcher, which commits itself once connected", async () => {

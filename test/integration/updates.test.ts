@@ -15,7 +15,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
 import { toBase64url } from "../../src/pki/envelope.js";
 import { createRootCa, issueLeaf, type KeyAndCert } from "../../src/pki/issue.js";
-import { signEnvelope } from "../../src/pki/sign-envelope.js";
 import {
   type CommandClient,
   connectCommandClient,
@@ -26,6 +25,7 @@ import { type AgentProcess, startAgent, writeAgentConfig } from "../helpers/agen
 import { type OpensslLeaf, opensslLeaf, opensslSign } from "../helpers/openssl-tools.js";
 import { publishRelease, type TreeSpec } from "../helpers/release-fixtures.js";
 import { type ReleaseServer, startReleaseServer } from "../helpers/release-server.js";
+import { sendSigned } from "../helpers/signed-command.js";
 import { suiteResources } from "../helpers/suite-resources.js";
 import { createTestCa } from "../helpers/test-pki.js";
 
@@ -122,30 +122,18 @@ describe("signed updates through the agent", () => {
     existsSync(join(appDir, "current")) ? readlinkSync(join(appDir, "current")) : undefined;
   const staging = () => (existsSync(join(appDir, ".staging")) ? readdirSync(join(appDir, ".staging")) : []);
 
-  async function command(cmd: string, args: object): Promise<FleetResponse> {
+  function command(cmd: string, args: object): Promise<FleetResponse> {
     seq += 1;
-    const now = Date.now();
-    const request = signEnvelope({
-      payload: {
-        id: `u-${seq}`,
-        cmd,
-        args,
-        target: configFile.deviceId,
-        issuedAt: now,
-        expiresAt: now + 300_000,
-      },
-      typ: "pos-command+json",
-      keyPem: operator.keyPem,
-      chainPem: [operator.certPem],
+    return sendSigned({
+      client,
+      tenant: configFile.tenant,
+      deviceId: configFile.deviceId,
+      operator,
+      id: `u-${seq}`,
+      cmd,
+      args,
+      timeoutMs: 45_000,
     });
-    const answer = await client.request(
-      configFile.tenant,
-      { kind: "device", deviceId: configFile.deviceId },
-      request,
-      { id: `u-${seq}`, timeoutMs: 45_000 },
-    );
-    if (answer === undefined) throw new Error(`no answer to ${cmd}`);
-    return answer.response;
   }
 
   const release = (

@@ -6,7 +6,7 @@ import type { Envelope, EnvelopeType } from "../../../src/pki/envelope.js";
 import { createRootCa, issueLeaf, type KeyAndCert } from "../../../src/pki/issue.js";
 import { signEnvelope } from "../../../src/pki/sign-envelope.js";
 import { type VerifyOptions, verifyEnvelope } from "../../../src/pki/verify-envelope.js";
-import { openssl, opensslLeaf, opensslSign } from "../../helpers/openssl-tools.js";
+import { derToRaw, openssl, opensslLeaf, opensslSign } from "../../helpers/openssl-tools.js";
 import { createTestCa } from "../../helpers/test-pki.js";
 import { b64url, x5c } from "./jws-tools.js";
 
@@ -51,20 +51,6 @@ function externallySigned(
 function codeOf(envelope: unknown, opts: VerifyOptions): string {
   const result = verifyEnvelope(envelope, opts);
   return result.ok ? "ok" : `${result.error.code}: ${result.error.message}`;
-}
-
-/** DER ECDSA-Sig-Value (SEQUENCE of two INTEGERs, short lengths for P-256) → raw 32-byte r || s. */
-function derToRaw(der: Buffer): Buffer {
-  const parts: Buffer[] = [];
-  let offset = 2;
-  for (let i = 0; i < 2; i += 1) {
-    const length = der[offset + 1] ?? 0;
-    const value = der.subarray(offset + 2, offset + 2 + length);
-    const trimmed = value.subarray(Math.max(0, value.length - 32));
-    parts.push(Buffer.concat([Buffer.alloc(32 - trimmed.length), trimmed]));
-    offset += 2 + length;
-  }
-  return Buffer.concat(parts);
 }
 
 describe("signatures made by openssl", () => {

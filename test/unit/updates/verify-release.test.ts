@@ -11,7 +11,7 @@ import {
   type InstalledState,
   type ReleaseContext,
 } from "../../../src/updates/verify-release.js";
-import { type OpensslLeaf, opensslLeaf, opensslSign } from "../../helpers/openssl-tools.js";
+import { derToRaw, type OpensslLeaf, opensslLeaf, opensslSign } from "../../helpers/openssl-tools.js";
 import { suiteResources } from "../../helpers/suite-resources.js";
 import { createTestCa } from "../../helpers/test-pki.js";
 import { b64url, x5c } from "../pki/jws-tools.js";
@@ -113,20 +113,6 @@ function opensslSigned(leaf: OpensslLeaf, alg: "RS256" | "ES256", payload: objec
   const der = opensslSign(dir, leaf.keyPath, Buffer.from(`${protectedB64}.${payloadB64}`, "ascii"));
   const signature = alg === "ES256" ? derToRaw(der) : der;
   return { payload: payloadB64, signatures: [{ protected: protectedB64, signature: b64url(signature) }] };
-}
-
-/** DER ECDSA-Sig-Value (short lengths, as P-256 has) → the raw 32-byte r ‖ 32-byte s JWS wants. */
-function derToRaw(der: Buffer): Buffer {
-  const parts: Buffer[] = [];
-  let offset = 2;
-  for (let i = 0; i < 2; i += 1) {
-    const length = der[offset + 1] ?? 0;
-    const value = der.subarray(offset + 2, offset + 2 + length);
-    const trimmed = value.subarray(Math.max(0, value.length - 32));
-    parts.push(Buffer.concat([Buffer.alloc(32 - trimmed.length), trimmed]));
-    offset += 2 + length;
-  }
-  return Buffer.concat(parts);
 }
 
 /** The payload with one byte changed after signing: "2.4.1" becomes "3.4.1". */
