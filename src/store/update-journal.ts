@@ -126,6 +126,11 @@ export function createUpdateJournal(db: Database) {
       });
     },
 
+    /** Runs `fn` in one durable transaction (a state and the floor it raises commit together). */
+    atomically<T>(fn: () => T): T {
+      return db.transaction(fn)();
+    },
+
     /** Counts one more start of the agent inside this job; returns the new count. */
     countRestart(id: number, now: number): number {
       bumpRestarts.run(now, id);

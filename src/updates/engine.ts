@@ -1,4 +1,4 @@
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, rm, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { z } from "zod";
 import type { Component as ComponentSchema } from "../config/component-schema.js";
@@ -132,6 +132,8 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
   /** Jobs whose artifact this process downloaded and hashed (staging need not hash it again). */
   const downloadedThisRun = new Set<number>();
   let stopped = false;
+  /** An apply() between its checks and its job: a second one must wait its turn. */
+  let applying = false;
 
   function publish(job: UpdateJob, extra: Partial<UpdateStatePayload> = {}): void {
     const current = journal.get(job.id) ?? job;
@@ -154,15 +156,29 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
   function move(
     job: UpdateJob,
     event: UpdateEvent,
-    extra: { code?: string; message?: string; reason?: string } = {},
+    extra: { code?: string; message?: string; reason?: string; alongside?: () => void } = {},
   ): UpdateState {
     const from = journal.get(job.id)?.state as UpdateState;
     const to = nextState(from, event);
     if (to === undefined) throw new AgentError("INTERNAL", `no transition from ${from} on ${event}`);
-    journal.setState(job.id, to, clock.now(), {
-      ...(extra.code === undefined ? {} : { code: extra.code }),
-      ...(extra.message === undefined ? {} : { message: extra.message }),
-      ...(extra.reason === undefined ? {} : { progress: { reason: extra.reason } }),
+    return enter(job, from, event, to, extra);
+  }
+
+  /** Persists `to` (with what must commit alongside), then reports it: retained state, event, log. */
+  function enter(
+    job: UpdateJob,
+    from: string,
+    event: UpdateEvent,
+    to: UpdateState,
+    extra: { code?: string; message?: string; reason?: string; alongside?: () => void },
+  ): UpdateState {
+    journal.atomically(() => {
+      journal.setState(job.id, to, clock.now(), {
+        ...(extra.code === undefined ? {} : { code: extra.code }),
+        ...(extra.message === undefined ? {} : { message: extra.message }),
+        ...(extra.reason === undefined ? {} : { progress: { reason: extra.reason } }),
+      });
+      extra.alongside?.();
     });
     publish(job);
     deps.recordEvent({
@@ -262,9 +278,12 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
                     ...(deps.healthPollMs === undefined ? {} : { pollMs: deps.healthPollMs }),
                   });
             if (unhealthy === undefined) {
-              await commit(job, manifest, dir, component);
               if (isSelf(job)) await clearPending(dir.root);
-              move(job, "healthy");
+              // The state and the floor commit together; only then is anything old deleted.
+              move(job, "healthy", {
+                alongside: () => journal.raiseSecurityFloor(job.component, manifest.securityVersion),
+              });
+              await tidyAfterCommit(job, manifest, dir, component);
             } else {
               move(job, "unhealthy", { code: "HEALTH_CHECK_FAILED", message: unhealthy });
             }
@@ -285,6 +304,7 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
               });
             }
             if ((await dir.currentVersion()) !== job.toVersion) await dir.removeRelease(job.toVersion);
+            await dir.removeDownload(manifest.artifact.sha256).catch(() => undefined);
             journal.forgetRelease(job.component, job.toVersion);
             const before = journal.get(job.id);
             move(job, "reverted", {
@@ -322,6 +342,13 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
         move(job, "error", { code: failure.code, message: failure.message });
       }
     }
+  }
+
+  /** A job already committed or rolled back may still be tidying up (deleting old releases): wait for it. */
+  async function settleFinished(): Promise<void> {
+    const current = running;
+    if (current === undefined) return;
+    if (TERMINAL_STATES.has(journal.get(current.job.id)?.state as UpdateState)) await current.done;
   }
 
   function isSelf(job: UpdateJob): boolean {
@@ -398,6 +425,10 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
   ): Promise<void> {
     let lastPublished = 0;
     await mkdir(dirname(dest), { recursive: true });
+    // Killed after the download finished but before that was recorded: the whole artifact is there.
+    // Staging hashes it again (it was not hashed by this process), so nothing unverified is used.
+    const existing = await stat(dest).catch(() => undefined);
+    if (existing?.size === manifest.artifact.size) return;
     await deps.download({
       url: manifest.artifact.url,
       dest,
@@ -459,8 +490,12 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
     }
   }
 
-  async function commit(job: UpdateJob, manifest: Manifest, dir: ComponentDir, component: Component) {
-    journal.raiseSecurityFloor(job.component, manifest.securityVersion);
+  async function tidyAfterCommit(
+    job: UpdateJob,
+    manifest: Manifest,
+    dir: ComponentDir,
+    component: Component,
+  ) {
     deps.noteIssuedAt(Date.parse(manifest.issuedAt));
     await dir.removeDownload(manifest.artifact.sha256).catch(() => undefined);
     const keep = Math.max(1, component.keep);
@@ -494,6 +529,8 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
      */
     async apply(envelope: unknown, commandId: string | undefined): Promise<JobOutcome> {
       if (stopped) throw new AgentError("BUSY", "the agent is stopping");
+      if (applying) throw new AgentError("BUSY", "another update is being accepted", { retryable: true });
+      await settleFinished();
       if (running !== undefined) {
         throw new AgentError(
           "BUSY",
@@ -522,6 +559,20 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
           message: `superseded by ${manifest.version}`,
         });
       }
+      // Checked before the job exists, so that creating it and its first state follow each other with
+      // nothing awaited between: a job never rests in idle.
+      applying = true;
+      let check: Precondition;
+      try {
+        check = await deps.preconditions(
+          neededBytes(manifest),
+          componentDir(deps.dataDir, manifest.component).root,
+        );
+      } finally {
+        applying = false;
+      }
+      if (stopped || running !== undefined)
+        throw new AgentError("BUSY", "another update started meanwhile", { retryable: true });
       const job = journal.create({
         component: manifest.component,
         fromVersion: decision.value.installedVersion,
@@ -531,10 +582,6 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
         commandId,
         now: clock.now(),
       });
-      const check = await deps.preconditions(
-        neededBytes(manifest),
-        componentDir(deps.dataDir, job.component).root,
-      );
       if (!check.ok) {
         move(job, "defer", { reason: check.reason, message: check.message });
         scheduleRetry(job.id, check.retryAfterMs);
@@ -550,6 +597,7 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
      * too: the operator who signs this decides.
      */
     async rollback(component: string, reason: string, commandId?: string): Promise<JobOutcome> {
+      await settleFinished();
       if (running !== undefined) {
         throw new AgentError("BUSY", `an update of ${running.job.component} is in progress`, {
           retryable: true,
@@ -562,6 +610,16 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
       const previous = older.at(-1);
       if (previous === undefined) {
         throw new AgentError("BAD_REQUEST", `${component} has no release older than ${live} to go back to`);
+      }
+      const files = journal.releaseFiles(component, previous);
+      if (files !== undefined) {
+        const tree = await verifyTree(dir.releaseDir(previous), files);
+        if (!tree.ok) {
+          throw new AgentError(
+            "HASH_MISMATCH",
+            `release ${previous} of ${component} is damaged (${tree.path}: ${tree.reason}); not switching to it`,
+          );
+        }
       }
       const known = journal.latest(component);
       const job = journal.create({
@@ -587,17 +645,35 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
     /** At start: finish or undo what a restart interrupted (transitions.ts recover()). */
     async recoverAtStart(): Promise<void> {
       for (const job of journal.latestAll()) {
-        if (TERMINAL_STATES.has(job.state as UpdateState)) {
-          publish(job);
+        // The retained state may have lost its last publish to the kill: say it again, whatever it is.
+        publish(job);
+        if (job.state === "idle") {
+          // Created, then stopped before its first step: nothing was changed, so it failed.
+          move(job, "error", { code: "INTERNAL", message: "interrupted by a restart before it started" });
           continue;
         }
+        if (job.state === "committed") {
+          // A kill while the old releases were being deleted leaves some: finish that.
+          const component = deps.components[job.component] ?? { keep: 2 };
+          await tidyAfterCommit(
+            job,
+            manifestOf(job),
+            componentDir(deps.dataDir, job.component),
+            component,
+          ).catch((error: unknown) =>
+            log.warn({ err: error, component: job.component }, "tidying after a commit failed"),
+          );
+          continue;
+        }
+        if (TERMINAL_STATES.has(job.state as UpdateState)) continue;
         if (isSelf(job) && (job.state === "activating" || job.state === "health_check")) {
           journal.countRestart(job.id, clock.now());
           await recoverSelf(job);
           if (running === undefined) void start(job);
           continue;
         }
-        const restarts = journal.countRestart(job.id, clock.now());
+        // Waiting for a lock or a window risks nothing: those restarts do not count towards giving up.
+        const restarts = job.state === "deferred" ? job.restarts : journal.countRestart(job.id, clock.now());
         const plan = recover(job.state, restarts);
         log.warn(
           { component: job.component, state: job.state, restarts, plan },

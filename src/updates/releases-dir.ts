@@ -33,6 +33,7 @@ export function componentDir(dataDir: string, component: string): ComponentDir {
   const releases = join(root, "releases");
   const staging = join(root, ".staging");
   const downloads = join(root, ".download");
+  const trash = join(root, ".trash");
   const current = join(root, "current");
 
   return {
@@ -89,9 +90,19 @@ export function componentDir(dataDir: string, component: string): ComponentDir {
       return names.filter((name) => VERSION_PATTERN.test(name)).sort(compareVersions);
     },
 
+    // Renamed out of releases/ first: a kill half-way through the deletion must not leave a
+    // half-deleted tree where a rollback would look for a whole one.
     async removeRelease(version) {
-      await rm(join(releases, version), { recursive: true, force: true });
+      await rm(trash, { recursive: true, force: true });
+      await mkdirp(trash);
+      try {
+        await rename(join(releases, version), join(trash, version));
+      } catch (error) {
+        if ((error as { code?: string }).code === "ENOENT") return;
+        throw error;
+      }
       await fsyncDir(releases).catch(() => undefined);
+      await rm(trash, { recursive: true, force: true });
     },
 
     async clearStaging() {

@@ -53,7 +53,8 @@ export const TERMINAL_STATES: ReadonlySet<UpdateState> = new Set([
 ]);
 
 const TABLE: Readonly<Partial<Record<UpdateState, Partial<Record<UpdateEvent, UpdateState>>>>> = {
-  idle: { start: "downloading", defer: "deferred" },
+  // A job is created in idle and leaves it at once; one a restart found there never started: failed.
+  idle: { start: "downloading", defer: "deferred", error: "failed" },
   committed: { start: "downloading", defer: "deferred" },
   rolled_back: { start: "downloading", defer: "deferred" },
   failed: { start: "downloading", defer: "deferred" },
@@ -75,7 +76,8 @@ const TABLE: Readonly<Partial<Record<UpdateState, Partial<Record<UpdateEvent, Up
 
 /** Where `event` leads from `state`, or undefined when the table has no such row (a bug: refuse it). */
 export function nextState(state: UpdateState, event: UpdateEvent): UpdateState | undefined {
-  return TABLE[state]?.[event];
+  const row = Object.hasOwn(TABLE, state) ? TABLE[state] : undefined;
+  return row !== undefined && Object.hasOwn(row, event) ? row[event] : undefined;
 }
 
 export type Recovery =

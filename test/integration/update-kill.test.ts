@@ -5,6 +5,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  rmSync,
   statSync,
   watch,
   writeFileSync,
@@ -53,9 +54,14 @@ import { suiteResources } from "../helpers/suite-resources.js";
  * Every state is made to last long enough to be hit: a throttled artifact (downloading), a tree of
  * many small files (installing), a restart command that sleeps (activating, rolling_back), a health
  * check that sleeps (health_check), an unhealthy release (rolling_back), an intake lock (deferred).
- * `verifying` and `idle` last one synchronous step or one precondition check and cannot be hit by
- * a signal from outside: those rows kill at the nearest real point and then set the persisted state
- * the kill would have left (said so in their names).
+ * `verifying` lasts one synchronous step (persisted, then left in the same tick) and `idle` one
+ * precondition check: neither can be hit reliably from outside. The verifying row kills right after
+ * the download ended (the pipe write of the log line often wakes the test first, so the kill lands in
+ * verifying for real about as often as in installing) and, where it landed in installing, sets the
+ * journal back to verifying as a kill there would have left it; the idle row writes the job as
+ * update.apply creates it into the journal of a stopped agent.
+ *
+ * Rows marked BUG fail on purpose: each names an engine defect and the fix proposed.
  */
 
 const APP = "pos-app";
@@ -166,6 +172,9 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
   const R: Record<"v1" | "v15" | "v2" | "slow" | "wide" | "bad" | "tampered", PublishedRelease> = {} as never;
 
   beforeAll(async () => {
+    const setupStart = Date.now();
+    // Cleanups run last-pushed first: this one after every agent, the broker and the server are down.
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
     const releaseCa = createRootCa({ cn: "Kill Releases" });
     releaser = issueLeaf({ ca: releaseCa, role: "release", cn: "release-bot" });
     const operatorCa = createRootCa({ cn: "Kill Operators" });
@@ -196,10 +205,9 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
         events.set(deviceId, byDevice);
       }
     });
-    await watcher.subscribeAsync(
-      [`pos/v1/${TENANT}/+/update/state`, `pos/v1/${TENANT}/+/events`].map((topic) => topic),
-      { qos: 1 },
-    );
+    await watcher.subscribeAsync([`pos/v1/${TENANT}/+/update/state`, `pos/v1/${TENANT}/+/events`], {
+      qos: 1,
+    });
 
     const release = (version: string, files: TreeSpec, securityVersion: number) =>
       publishRelease({
@@ -225,6 +233,7 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
     const at = Math.floor(bytes.length / 2);
     bytes[at] = (bytes[at] ?? 0) ^ 0x01;
     server.put(R.tampered.artifactPath, bytes);
+    summary.push(`setup (PKI, broker, 7 releases): ${((Date.now() - setupStart) / 1000).toFixed(1)} s`);
   }, 60_000);
 
   afterAll(() => {
@@ -428,8 +437,7 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
               problems.push(`logged ${from} --${String(line.event)}--> ${to}, which the table does not have`);
             }
             const last = job.at(-1)?.state;
-            // An unknown persisted state is rolled back through health_check without a line of its own.
-            if (last !== from && !(to === "rolling_back" && from === "health_check")) {
+            if (last !== from) {
               problems.push(`a move from ${from} right after ${last}`);
             }
             job.push({ state: to, how: "move" });
@@ -443,9 +451,11 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
       return { jobs, problems };
     }
 
+    /** Stops the agent for good (not counted as a kill of the row). */
     async stop(): Promise<void> {
-      if (this.agent !== undefined) await this.kill("(end of row)");
-      this.kills.pop();
+      if (this.agent === undefined) return;
+      await this.agent.kill("SIGKILL");
+      this.agent = undefined;
     }
   }
 
@@ -527,8 +537,8 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
       20,
     );
     // The update event of the final state goes through the outbox: wait for it too (best effort).
-    const moved = row.sequence(newVersion).jobs.length > 0;
-    if (moved)
+    const { jobs, problems } = row.sequence(newVersion);
+    if (jobs.length > 0)
       await until(
         `${row.name}: the update.${job.state} event`,
         () => row.events(newVersion).at(-1) === job.state,
@@ -569,7 +579,6 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
       state: job.state,
       toVersion: newVersion,
     });
-    expect.soft(row.events(newVersion).at(-1), `${row.name}: last update event`).toBe(job.state);
     if (want.code !== undefined) expect.soft(retained?.code, `${row.name}: code`).toBe(want.code);
     if (want.message !== undefined)
       expect.soft(retained?.message ?? "", `${row.name}: message`).toMatch(want.message);
@@ -591,31 +600,11 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
       );
 
     // (d) the sequence is the table's; statuses and events follow it.
-    const { jobs, problems } = row.sequence(newVersion);
-    expect.soft(problems, `${row.name}: log lines against the table`).toEqual([]);
-    for (const [index, steps] of jobs.entries()) {
-      for (let i = 1; i < steps.length; i++) {
-        const a = steps[i - 1] as Step;
-        const b = steps[i] as Step;
-        const allowed =
-          b.how === "injected" ||
-          (b.how === "resume" && a.state === b.state) ||
-          UPDATE_EVENTS.some((event) => nextState(a.state as UpdateState, event) === b.state) ||
-          b.state === "rolling_back";
-        expect.soft(allowed, `${row.name}: job ${index + 1}: ${a.state} → ${b.state} (${b.how})`).toBe(true);
-      }
-    }
-    const flat = jobs.flat().map((step) => step.state);
-    expect.soft(flat.at(-1), `${row.name}: the last state logged is the journal's`).toBe(job.state);
-    const statuses = dedupe(row.reported(newVersion).map((payload) => payload.state));
-    expect.soft(isSubsequence(statuses, flat), `${row.name}: reported ${statuses} within ${flat}`).toBe(true);
-    const moves = jobs.flatMap((steps) =>
-      steps.filter((step) => step.how === "move").map((step) => step.state),
-    );
-    const eventStates = row.events(newVersion);
     expect
-      .soft(isSubsequence(eventStates, moves), `${row.name}: events ${eventStates} within ${moves}`)
-      .toBe(true);
+      .soft(jobs.length, `${row.name}: states logged for the ${newVersion} job (it never left ${job.state})`)
+      .toBeGreaterThan(0);
+    if (jobs.length > 0) checkSequence(row, newVersion, job.state, jobs);
+    expect.soft(problems, `${row.name}: log lines against the table`).toEqual([]);
     // Each kill left a state the next process resumed (or a terminal one it left alone).
     const resumes = row.processes.slice(1).map((agent) => agent.logs.find(isResume())?.state);
     for (const [i, kill] of row.kills.entries()) {
@@ -637,6 +626,34 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
       `${row.name}: ${row.kills.length} kills [${killed.join(", ")}], final ${job.state} (${link}), ` +
         `${((Date.now() - row.startedAt) / 1000).toFixed(1)} s (settle ${settleMs} ms)`,
     );
+  }
+
+  /** (d): the pairs of the state sequence, the reported statuses and the update events. */
+  function checkSequence(row: Row, newVersion: string, final: string, jobs: Step[][]): void {
+    for (const [index, steps] of jobs.entries()) {
+      for (let i = 1; i < steps.length; i++) {
+        const a = steps[i - 1] as Step;
+        const b = steps[i] as Step;
+        const allowed =
+          b.how === "injected" ||
+          (b.how === "resume" && a.state === b.state) ||
+          UPDATE_EVENTS.some((event) => nextState(a.state as UpdateState, event) === b.state) ||
+          b.state === "rolling_back";
+        expect.soft(allowed, `${row.name}: job ${index + 1}: ${a.state} → ${b.state} (${b.how})`).toBe(true);
+      }
+    }
+    const flat = jobs.flat().map((step) => step.state);
+    expect.soft(flat.at(-1), `${row.name}: the last state logged is the journal's`).toBe(final);
+    const statuses = dedupe(row.reported(newVersion).map((payload) => payload.state));
+    expect.soft(isSubsequence(statuses, flat), `${row.name}: reported ${statuses} within ${flat}`).toBe(true);
+    const moves = jobs.flatMap((steps) =>
+      steps.filter((step) => step.how === "move").map((step) => step.state),
+    );
+    const eventStates = row.events(newVersion);
+    expect
+      .soft(isSubsequence(eventStates, moves), `${row.name}: events ${eventStates} within ${moves}`)
+      .toBe(true);
+    expect.soft(row.events(newVersion).at(-1), `${row.name}: last update event`).toBe(final);
   }
 
   async function readRetained(topic: string): Promise<StatePayload | undefined> {
@@ -674,14 +691,37 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
     return [...path.slice(0, at + 1), ...Array<string>(times).fill(state), ...path.slice(at + 1)];
   };
 
-  it("deferred ×3: killed while an intake lock defers the update; goes on once the lock is released", async () => {
-    const row = await setupRow("deferred");
-    const intake = `http://127.0.0.1:${row.config.intakePort}`;
-    const taken = await fetch(`${intake}/v1/locks/payment`, {
+  /** Takes an intake lock (held across restarts: it is a file), so that an update defers. */
+  async function takeLock(row: Row): Promise<void> {
+    const taken = await fetch(`http://127.0.0.1:${row.config.intakePort}/v1/locks/payment`, {
       method: "POST",
       body: JSON.stringify({ ttlSec: 120 }),
     });
     expect(taken.status).toBe(200);
+  }
+
+  /** Releases the lock, which pokes the deferred job, and waits until it goes on. */
+  async function releaseLock(row: Row, toVersion: string): Promise<void> {
+    const intake = `http://127.0.0.1:${row.config.intakePort}`;
+    const released = await fetch(`${intake}/v1/locks/payment`, { method: "DELETE" });
+    expect(await released.json()).toMatchObject({ released: true });
+    // A poke that lands before the resumed job has scheduled its next check finds nothing to poke
+    // (the next check is 30 s away): take and release another lock to poke again.
+    for (let attempt = 0; !row.current().logs.some(isMove(toVersion, "downloading")); attempt++) {
+      if (attempt > 20) throw new Error("the deferred update never went on");
+      if (attempt > 0) {
+        await fetch(`${intake}/v1/locks/poke`, { method: "POST", body: JSON.stringify({ ttlSec: 5 }) });
+        await fetch(`${intake}/v1/locks/poke`, { method: "DELETE" });
+      }
+      await row.waitLog(isMove(toVersion, "downloading"), 1_000).catch(() => undefined);
+    }
+  }
+
+  const deferredPath = ["idle", "deferred", ...happyPath.slice(1)];
+
+  it("deferred ×3: killed while an intake lock defers the update; goes on once the lock is released", async () => {
+    const row = await setupRow("deferred");
+    await takeLock(row);
     await row.apply(R.v2);
     await row.waitLog(isMove("2.0.0", "deferred"));
     for (let i = 0; i < 3; i++) {
@@ -692,24 +732,50 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
       expect(await row.killAndRestart("deferred")).toBe("deferred");
     }
     await row.waitLog(isResume("deferred"));
-    expect(row.reported("2.0.0").at(-1)).toMatchObject({ state: "deferred", reason: "lock_held" });
-    // The lock outlived the restarts (it is a file); releasing it pokes the deferred job.
-    const released = await fetch(`${intake}/v1/locks/payment`, { method: "DELETE" });
-    expect(await released.json()).toMatchObject({ released: true });
-    // A poke that lands before the resumed job has scheduled its next check is lost; poke again.
-    for (let attempt = 0; !row.current().logs.some(isMove("2.0.0", "downloading")); attempt++) {
-      if (attempt > 0) {
-        await fetch(`${intake}/v1/locks/poke`, { method: "POST", body: JSON.stringify({ ttlSec: 5 }) });
-        await fetch(`${intake}/v1/locks/poke`, { method: "DELETE" });
-      }
-      await row.waitLog(isMove("2.0.0", "downloading"), 1_000).catch(() => undefined);
-      if (attempt > 20) throw new Error("the deferred update never went on");
-    }
+    await releaseLock(row, "2.0.0");
     await finish(row, {
       old: R.v1,
       neu: R.v2,
       final: "committed",
-      jobs: [resumedIn("deferred", 3, ["idle", "deferred", ...happyPath.slice(1)])],
+      jobs: [resumedIn("deferred", 3, deferredPath)],
+    });
+  });
+
+  // BUG (kept failing on purpose): recoverAtStart() publishes the retained state of terminal jobs
+  // only, and a resumed deferred job that defers again for the same reason does not move, so
+  // nothing is published. A `deferred` the kill cut off before mqtt.js flushed it (it is written on
+  // the next tick; a kill right after the move loses it, as the row above shows now and then), or a
+  // broker that never had it, leaves update/state saying something older for as long as the lock is
+  // held. Here the retained message is cleared while the agent is down, so it is deterministic.
+  it("deferred, reported: after a restart the deferred job's state is published again", async () => {
+    const row = await setupRow("deferred-reported");
+    await takeLock(row);
+    await row.apply(R.v2);
+    await row.waitLog(isMove("2.0.0", "deferred"));
+    await row.kill("deferred");
+    await watcher.publishAsync(`${row.config.root}/update/state`, "", { qos: 1, retain: true });
+    const before = row.reported("2.0.0").length;
+    await row.start();
+    await row.waitLog(isResume("deferred"));
+    const republished = await until(
+      "update/state to say deferred again",
+      () =>
+        row
+          .reported("2.0.0")
+          .slice(before)
+          .find((payload) => payload.state === "deferred"),
+      3_000,
+      20,
+    ).catch(() => undefined);
+    expect
+      .soft(republished, "retained update/state after a restart in deferred")
+      .toMatchObject({ state: "deferred", toVersion: "2.0.0", reason: "lock_held" });
+    await releaseLock(row, "2.0.0");
+    await finish(row, {
+      old: R.v1,
+      neu: R.v2,
+      final: "committed",
+      jobs: [resumedIn("deferred", 1, deferredPath)],
     });
   });
 
@@ -744,12 +810,12 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
     const artifact = join(row.appDir, ".download", `${R.wide.manifest.artifact.sha256}.artifact`);
     /** A kill in verifying: the whole artifact is there, nothing is switched; only then rewind to verifying. */
     const asVerifying = (persisted: string) =>
-      ["verifying", "installing"].includes(persisted) && existsSync(artifact) ? "verifying" : undefined;
+      persisted === "installing" && existsSync(artifact) ? "verifying" : undefined;
     await row.waitLog(isMove("2.2.0", "verifying"));
     const first = await row.killAndRestart("verifying", asVerifying);
     await row.waitLog(isResume("verifying"));
     const second = await row.killAndRestart("verifying", asVerifying);
-    expect(row.kills.map((kill) => kill.injected)).toEqual(["verifying", "verifying"]);
+    for (const kill of row.kills) expect(kill.injected ?? kill.persisted).toBe("verifying");
     await finish(row, { old: R.v1, neu: R.wide, final: "committed" });
     expect(["verifying", "installing"]).toContain(first);
     expect(["verifying", "installing"]).toContain(second);
@@ -790,12 +856,14 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
   it("activating ×3: killed inside the component's restart, after current was switched", async () => {
     const row = await setupRow("activating");
     row.slow("slow-restart");
+    // Counted before each start: the resumed process may begin its restart before we look.
+    let before = row.marks("restarts.log", "begin");
     await row.apply(R.v2);
     for (let i = 0; i < 3; i++) {
-      const before = row.marks("restarts.log", "begin");
       await row.waitLog(i === 0 ? isMove("2.0.0", "activating") : isResume("activating"));
       await until("the restart command to run", () => row.marks("restarts.log", "begin") > before);
       expect(row.live()).toBe(join("releases", "2.0.0"));
+      before = row.marks("restarts.log", "begin");
       expect(await row.killAndRestart("activating")).toBe("activating");
     }
     await finish(row, { old: R.v1, neu: R.v2, final: "committed", jobs: [resumedIn("activating", 3)] });
@@ -828,6 +896,7 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
       expect(await row.killAndRestart("health_check")).toBe("health_check");
       await row.waitLog(isMove("2.0.0", "rolled_back"));
       expect(row.live()).toBe(join("releases", "1.0.0"));
+      await until("rolled_back to be reported", () => row.reported("2.0.0").at(-1)?.state === "rolled_back");
       expect(row.reported("2.0.0").at(-1)).toMatchObject({
         state: "rolled_back",
         code: "HEALTH_CHECK_FAILED",
@@ -843,25 +912,38 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
     });
   });
 
+  // BUG (kept failing on purpose): on a healthy check the engine runs commit() (raise the security
+  // floor, delete the artifact, prune old releases beyond `keep`) while the journal still says
+  // health_check, and persists committed only afterwards. A kill in that window is recovered as "a
+  // restart during the health check window": rolled back, to an old release commit() has already
+  // (partly) deleted, and the new one is then removed as well; the floor stays raised to the
+  // abandoned release's securityVersion. With keep 1 and an old tree of PRUNED_FILES files the
+  // window is tens of milliseconds and the first deletion is seen (inotify) in time.
   it("health_check, late: killed after the check passed, while the commit prunes the old release (keep 1)", async () => {
     const row = await setupRow("health_check-late", { old: R.v15, keep: 1 });
     const oldLib = join(row.appDir, "releases", "1.5.0", "lib");
     await row.apply(R.v2);
     await row.waitLog(isMove("2.0.0", "health_check"));
-    // The first file removed from the old release means the check passed and commit() is running.
+    // Killed at the first file removed from the old release (the check passed, commit() runs), or at
+    // the latest when the job leaves health_check.
     const agent = row.current();
-    await new Promise<void>((resolve, reject) => {
-      const pruning = watch(oldLib, () => {
-        agent.child.kill("SIGKILL");
-        pruning.close();
-        resolve();
-      });
-      pruning.on("error", reject);
-      void agent.exited.then(() => {
-        pruning.close();
-        resolve();
-      });
+    const pruning = watch(oldLib, () => agent.child.kill("SIGKILL"));
+    let exited = false;
+    void agent.exited.then(() => {
+      exited = true;
     });
+    const left = (line: LogLine) =>
+      isMove("2.0.0", "committed")(line) || isMove("2.0.0", "rolling_back")(line);
+    try {
+      await until(
+        "the kill in commit(), or the job to leave health_check",
+        () => exited || agent.logs.some(left),
+        20_000,
+        2,
+      );
+    } finally {
+      pruning.close();
+    }
     const persisted = await row.killAndRestart("health_check (commit)");
     await finish(row, {
       old: R.v15,
@@ -936,9 +1018,14 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
     expect(readdirSync(join(row.appDir, ".download"))).toEqual([]);
   });
 
-  it("idle (the job as update.apply creates it, before its preconditions are checked: set in the journal of a killed agent)", async () => {
+  // BUG (kept failing on purpose): update.apply persists the job in `idle` (journal.create), then
+  // awaits the precondition check before its first move. A kill in between leaves an `idle` job,
+  // which recover() treats as terminal: nothing happens, `idle` with toVersion 2.0.0 is published as
+  // the job's final state, and no event says what became of it. It should end `failed` (nothing was
+  // changed) with its reason, or be carried out.
+  it("idle (the job as update.apply creates it, before its preconditions are checked: written into the journal of a stopped agent)", async () => {
     const row = await setupRow("idle");
-    await row.kill("idle");
+    await row.stop();
     const payload = fromBase64url(R.v2.envelope.payload)?.toString("utf8") ?? "";
     const db = new Database(join(row.config.dataDir, DATABASE_FILE), { fileMustExist: true });
     try {
@@ -950,7 +1037,7 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
     } finally {
       db.close();
     }
-    row.kills.splice(-1, 1, { target: "idle", persisted: "idle" });
+    row.kills.push({ target: "idle", persisted: "idle" });
     await row.start();
     await finish(row, { old: R.v1, neu: R.v2, final: "failed" });
   });
