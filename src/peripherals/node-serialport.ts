@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { SerialPort } from "serialport";
 import { errorMessage } from "../shared/errors.js";
 import type { SerialConnection, SerialEvents, SerialOpener, SerialOpenOptions } from "./serial-port.js";
@@ -35,6 +36,8 @@ export type SerialPortClass = new (
  * The opener over node-serialport. It reads with the stream's `data` events and no serialport parser
  * (those buffer without limit, REFERENCE 1); framing is ours and bounded.
  */
+const NODE_WATCH_MS = 1000;
+
 export function createSerialOpener(Port: SerialPortClass = SerialPort): SerialOpener {
   return {
     open(options: SerialOpenOptions, events: SerialEvents): Promise<SerialConnection> {
@@ -53,9 +56,11 @@ function openPort(
   let closed = false;
   let closing: Promise<void> | undefined;
 
+  let nodeWatch: NodeJS.Timeout | undefined;
   const finish = (error: Error | undefined) => {
     if (closed) return;
     closed = true;
+    clearInterval(nodeWatch);
     events.closed(error);
   };
 
@@ -74,6 +79,14 @@ function openPort(
     },
     (error) => {
       if (error === null) {
+        // The bindings learn of an unplug from a hangup on the descriptor, which a loaded machine
+        // sometimes never delivers; the device node going away is the other sign, checked each second.
+        nodeWatch = setInterval(() => {
+          if (closed || existsSync(options.path)) return;
+          finish(new Error(`${options.path}: device disconnected (the device node disappeared)`));
+          opened.close(() => {});
+        }, NODE_WATCH_MS);
+        nodeWatch.unref();
         resolve(connection);
         return;
       }
