@@ -146,6 +146,9 @@ export function createMqttSession(options: MqttSessionOptions) {
       let lastError = "connection closed";
       let downgradedNow = false;
       c.on("connect", (connack) => {
+        // Nagle's algorithm holds a command's small response until the broker acknowledges the
+        // PUBACK before it, ~40 ms on every round trip; records go out in batches that fill segments anyway.
+        (c.stream as { setNoDelay?: (on: boolean) => unknown } | undefined)?.setNoDelay?.(true);
         connection = {
           generation: myGeneration,
           sessionId,
