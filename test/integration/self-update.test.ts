@@ -1,15 +1,16 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
-import { createRootCa, issueLeaf, type KeyAndCert } from "../../src/pki/issue.js";
+import type { KeyAndCert } from "../../src/pki/issue.js";
 import { type CommandClient, connectCommandClient } from "../../src/transport/command-client.js";
 import { writeAgentConfig } from "../helpers/agent-process.js";
 import { publishRelease, type TreeSpec } from "../helpers/release-fixtures.js";
 import { type ReleaseServer, startReleaseServer } from "../helpers/release-server.js";
 import { sendSigned } from "../helpers/signed-command.js";
+import { makeUpdatePki } from "../helpers/update-pki.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const LAUNCHER = join(ROOT, "bin", "pos-agent-launcher");
@@ -37,12 +38,8 @@ describe("the agent updates itself", () => {
   beforeAll(async () => {
     mkdirSync(dir, { recursive: true });
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const releaseCa = createRootCa({ cn: "Self Releases" });
-    releaser = issueLeaf({ ca: releaseCa, role: "release", cn: "release-bot" });
-    const operatorCa = createRootCa({ cn: "Self Operators" });
-    operator = issueLeaf({ ca: operatorCa, role: "operator", cn: "alice" });
-    writeFileSync(join(dir, "releases.pem"), releaseCa.certPem);
-    writeFileSync(join(dir, "operators.pem"), operatorCa.certPem);
+    const pki = makeUpdatePki(dir, "Self");
+    ({ releaser, operator } = pki);
     server = await startReleaseServer();
     cleanups.push(() => server.close());
     const broker = await startMosquitto({ dir: join(dir, "broker") });
@@ -52,7 +49,7 @@ describe("the agent updates itself", () => {
       brokerUrl: broker.url,
       deviceId: "POS-SELF",
       extra: {
-        trust: { releaseRoots: [join(dir, "releases.pem")], operatorRoots: [join(dir, "operators.pem")] },
+        trust: { releaseRoots: [pki.releaseRoots], operatorRoots: [pki.operatorRoots] },
       },
     });
     home = join(configFile.dataDir, "components", "pos-agent");

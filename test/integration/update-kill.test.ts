@@ -17,7 +17,7 @@ import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
 import { fromBase64url } from "../../src/pki/envelope.js";
-import { createRootCa, issueLeaf, type KeyAndCert } from "../../src/pki/issue.js";
+import type { KeyAndCert } from "../../src/pki/issue.js";
 import { signEnvelope } from "../../src/pki/sign-envelope.js";
 import { DATABASE_FILE } from "../../src/store/database.js";
 import {
@@ -36,6 +36,7 @@ import {
 import { type PublishedRelease, publishRelease, type TreeSpec } from "../helpers/release-fixtures.js";
 import { type ReleaseServer, startReleaseServer } from "../helpers/release-server.js";
 import { suiteResources } from "../helpers/suite-resources.js";
+import { makeUpdatePki } from "../helpers/update-pki.js";
 
 /**
  * REFERENCE 6 and 7, "kill at every update state × repetitions": one row per state of the transition
@@ -175,14 +176,9 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
     const setupStart = Date.now();
     // Cleanups run last-pushed first: this one after every agent, the broker and the server are down.
     cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
-    const releaseCa = createRootCa({ cn: "Kill Releases" });
-    releaser = issueLeaf({ ca: releaseCa, role: "release", cn: "release-bot" });
-    const operatorCa = createRootCa({ cn: "Kill Operators" });
-    operator = issueLeaf({ ca: operatorCa, role: "operator", cn: "alice" });
-    mkdirSync(join(dir, "trust"), { recursive: true });
-    writeFileSync(join(dir, "trust", "releases.pem"), releaseCa.certPem);
-    writeFileSync(join(dir, "trust", "operators.pem"), operatorCa.certPem);
-    trust.operatorRoots = [join(dir, "trust", "operators.pem")];
+    const pki = makeUpdatePki(dir, "Kill");
+    ({ releaser, operator } = pki);
+    trust.operatorRoots = [pki.operatorRoots];
 
     server = await startReleaseServer();
     cleanups.push(() => server.close());

@@ -1,15 +1,15 @@
-import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
-import { createRootCa, issueLeaf, type KeyAndCert } from "../../src/pki/issue.js";
+import type { KeyAndCert } from "../../src/pki/issue.js";
 import { type CommandClient, connectCommandClient } from "../../src/transport/command-client.js";
 import { type AgentProcess, startAgent, writeAgentConfig } from "../helpers/agent-process.js";
 import { publishRelease } from "../helpers/release-fixtures.js";
 import { type ReleaseServer, startReleaseServer } from "../helpers/release-server.js";
 import { sendSigned } from "../helpers/signed-command.js";
 import { suiteResources } from "../helpers/suite-resources.js";
+import { makeUpdatePki } from "../helpers/update-pki.js";
 
 /** "HH:MM" local time, `minutes` from now. */
 function localClock(minutes: number): string {
@@ -25,17 +25,13 @@ describe("the maintenance window", () => {
   let server: ReleaseServer;
   let releaser: KeyAndCert;
   let operator: KeyAndCert;
+  let releaseRoots = "";
+  let operatorRoots = "";
   let configFile: Awaited<ReturnType<typeof writeAgentConfig>>;
   const states: Array<Record<string, unknown>> = [];
 
   beforeAll(async () => {
-    const releaseCa = createRootCa({ cn: "Window Releases" });
-    releaser = issueLeaf({ ca: releaseCa, role: "release", cn: "release-bot" });
-    const operatorCa = createRootCa({ cn: "Window Operators" });
-    operator = issueLeaf({ ca: operatorCa, role: "operator", cn: "alice" });
-    mkdirSync(join(dir, "trust"), { recursive: true });
-    writeFileSync(join(dir, "trust", "releases.pem"), releaseCa.certPem);
-    writeFileSync(join(dir, "trust", "operators.pem"), operatorCa.certPem);
+    ({ releaser, operator, releaseRoots, operatorRoots } = makeUpdatePki(dir, "Window"));
     server = await startReleaseServer();
     cleanups.push(() => server.close());
     const broker = await startMosquitto({ dir: join(dir, "broker") });
@@ -45,10 +41,7 @@ describe("the maintenance window", () => {
       brokerUrl: broker.url,
       deviceId: "POS-WINDOW",
       extra: {
-        trust: {
-          releaseRoots: [join(dir, "trust", "releases.pem")],
-          operatorRoots: [join(dir, "trust", "operators.pem")],
-        },
+        trust: { releaseRoots: [releaseRoots], operatorRoots: [operatorRoots] },
         // A window that opens in two hours: now is outside it.
         updates: { maintenanceWindow: { start: localClock(120), end: localClock(180) } },
       },

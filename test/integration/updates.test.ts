@@ -1,14 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import {
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -28,6 +20,7 @@ import { type ReleaseServer, startReleaseServer } from "../helpers/release-serve
 import { sendSigned } from "../helpers/signed-command.js";
 import { suiteResources } from "../helpers/suite-resources.js";
 import { createTestCa } from "../helpers/test-pki.js";
+import { makeUpdatePki } from "../helpers/update-pki.js";
 
 const APP = "pos-app";
 const BIN = resolve(import.meta.dirname, "../../bin/pos-agent");
@@ -57,12 +50,6 @@ describe("signed updates through the agent", () => {
   let seq = 0;
 
   beforeAll(async () => {
-    const releaseCa = createRootCa({ cn: "Test Releases" });
-    releaser = issueLeaf({ ca: releaseCa, role: "release", cn: "release-bot" });
-    const operatorCa = createRootCa({ cn: "Test Operators" });
-    operator = issueLeaf({ ca: operatorCa, role: "operator", cn: "alice" });
-    stranger = issueLeaf({ ca: createRootCa({ cn: "Elsewhere" }), role: "release", cn: "mallory" });
-    mkdirSync(join(dir, "trust"), { recursive: true });
     // A second release root made by the openssl CLI alone, with a leaf that signs with `openssl dgst`.
     const opensslCa = createTestCa(join(dir, "openssl-ca"), "OpenSSL Release Root");
     opensslRelease = opensslLeaf(join(dir, "openssl-ca"), "ossl-rsa", {
@@ -72,11 +59,8 @@ describe("signed updates through the agent", () => {
       eku: "codeSigning",
       cn: "ossl-release",
     });
-    writeFileSync(
-      join(dir, "trust", "releases.pem"),
-      releaseCa.certPem + readFileSync(opensslCa.cert, "utf8"),
-    );
-    writeFileSync(join(dir, "trust", "operators.pem"), operatorCa.certPem);
+    ({ releaser, operator } = makeUpdatePki(dir, "Test", readFileSync(opensslCa.cert, "utf8")));
+    stranger = issueLeaf({ ca: createRootCa({ cn: "Elsewhere" }), role: "release", cn: "mallory" });
 
     server = await startReleaseServer();
     cleanups.push(() => server.close());
