@@ -62,7 +62,7 @@ import { makeUpdatePki } from "../helpers/update-pki.js";
  * journal back to verifying as a kill there would have left it; the idle row writes the job as
  * update.apply creates it into the journal of a stopped agent.
  *
- * Rows marked BUG fail on purpose: each names an engine defect and the fix proposed.
+ * Rows marked "Was a bug" each caught an engine defect; the comment says what it was and the fix.
  */
 
 const APP = "pos-app";
@@ -737,9 +737,9 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
     });
   });
 
-  // BUG (kept failing on purpose): recoverAtStart() publishes the retained state of terminal jobs
+  // Was a bug (fixed: recoverAtStart() publishes every job's state): it re-published terminal jobs
   // only, and a resumed deferred job that defers again for the same reason does not move, so
-  // nothing is published. A `deferred` the kill cut off before mqtt.js flushed it (it is written on
+  // nothing was published. A `deferred` the kill cut off before mqtt.js flushed it (it is written on
   // the next tick; a kill right after the move loses it, as the row above shows now and then), or a
   // broker that never had it, leaves update/state saying something older for as long as the lock is
   // held. Here the retained message is cleared while the agent is down, so it is deterministic.
@@ -908,13 +908,14 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
     });
   });
 
-  // BUG (kept failing on purpose): on a healthy check the engine runs commit() (raise the security
-  // floor, delete the artifact, prune old releases beyond `keep`) while the journal still says
-  // health_check, and persists committed only afterwards. A kill in that window is recovered as "a
-  // restart during the health check window": rolled back, to an old release commit() has already
-  // (partly) deleted, and the new one is then removed as well; the floor stays raised to the
-  // abandoned release's securityVersion. With keep 1 and an old tree of PRUNED_FILES files the
-  // window is tens of milliseconds and the first deletion is seen (inotify) in time.
+  // Was a bug (fixed: committed and the floor are persisted in one transaction first, old releases
+  // are renamed out of releases/ before deletion, and pruning is finished at start): the engine ran
+  // commit() (raise the security floor, delete the artifact, prune old releases beyond `keep`) while
+  // the journal still said health_check, and persisted committed only afterwards. A kill in that
+  // window was recovered as "a restart during the health check window": rolled back, to an old
+  // release already (partly) deleted, and the new one removed as well; the floor stayed raised.
+  // With keep 1 and an old tree of PRUNED_FILES files the pruning takes tens of milliseconds and the
+  // first deletion is seen (inotify) in time to kill inside it.
   it("health_check, late: killed after the check passed, while the commit prunes the old release (keep 1)", async () => {
     const row = await setupRow("health_check-late", { old: R.v15, keep: 1 });
     const oldLib = join(row.appDir, "releases", "1.5.0", "lib");
@@ -1016,11 +1017,11 @@ describe("SIGKILL at every update state, then restart: always wholly the old or 
     expect(readdirSync(join(row.appDir, ".download"))).toEqual([]);
   });
 
-  // BUG (kept failing on purpose): update.apply persists the job in `idle` (journal.create), then
-  // awaits the precondition check before its first move. A kill in between leaves an `idle` job,
-  // which recover() treats as terminal: nothing happens, `idle` with toVersion 2.0.0 is published as
-  // the job's final state, and no event says what became of it. It should end `failed` (nothing was
-  // changed) with its reason, or be carried out.
+  // Was a bug (fixed: preconditions are checked before the job is created, and a job found in idle
+  // at start fails): update.apply persisted the job in `idle` (journal.create), then awaited the
+  // precondition check before its first move. A kill in between left an `idle` job, which
+  // recover() treats as terminal: `idle` was published as its final state, with no event. It must
+  // end `failed` (nothing was changed) with its reason.
   it("idle (the job as update.apply creates it, before its preconditions are checked: written into the journal of a stopped agent)", async () => {
     const row = await setupRow("idle");
     await row.stop();

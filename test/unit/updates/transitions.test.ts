@@ -156,9 +156,8 @@ describe("the update transition table", () => {
     expect(nextState("__proto__" as UpdateState, "start")).toBeUndefined();
   });
 
-  // BUG (kept failing on purpose): the lookup walks Object.prototype, so a name that is not a row
-  // answers whatever the prototype holds (a function, or "Object") instead of undefined. Fix:
-  // look up with Object.hasOwn (or build TABLE from Object.create(null) / a Map).
+  // Was a bug (fixed with Object.hasOwn): the lookup walked Object.prototype, so a name that is not a
+  // row answered whatever the prototype holds (a function, or "Object") instead of undefined.
   it.each([
     ["idle", "toString"],
     ["constructor", "name"],
