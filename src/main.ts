@@ -39,6 +39,7 @@ import { createInstalledState, installedVersions, NEWEST_ISSUED_AT_KEY } from ".
 import { createIntakeLocks } from "./updates/intake-locks.js";
 import { checkPreconditions } from "./updates/preconditions.js";
 import { freeBytes } from "./updates/releases-dir.js";
+import { SELF_COMPONENT } from "./updates/self-update.js";
 import { stageRelease } from "./updates/stage.js";
 import { clockFloor, decideRelease } from "./updates/verify-release.js";
 
@@ -164,7 +165,10 @@ export async function runAgent(config: Config, options: { logger?: Logger } = {}
   });
 
   const updateJournal = createUpdateJournal(opened.db);
-  const installed = createInstalledState(config.dataDir, updateJournal);
+  const installed = createInstalledState(config.dataDir, updateJournal, {
+    component: SELF_COMPONENT,
+    version: agentVersion,
+  });
 
   const agent = createAgent({
     config,

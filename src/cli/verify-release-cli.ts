@@ -9,6 +9,7 @@ import { readAgentVersion, readBuildTime } from "../shared/version.js";
 import { DATABASE_FILE, openDatabaseReadOnly } from "../store/database.js";
 import { createMetaStore } from "../store/meta.js";
 import { createInstalledState, NEWEST_ISSUED_AT_KEY } from "../updates/installed-state.js";
+import { SELF_COMPONENT } from "../updates/self-update.js";
 import { clockFloor, decideRelease } from "../updates/verify-release.js";
 import { parse, UsageError } from "./args.js";
 import { loadConfigOrThrow } from "./load-config-or-throw.js";
@@ -100,9 +101,11 @@ export function verifyReleaseFile(
     clockFloor: clock.floor,
     model: config.model,
     agentVersion: readAgentVersion(),
-    installed: createInstalledState(config.dataDir, {
-      securityFloor: (component) => daemon.floors.get(component) ?? 0,
-    }),
+    installed: createInstalledState(
+      config.dataDir,
+      { securityFloor: (component) => daemon.floors.get(component) ?? 0 },
+      { component: SELF_COMPONENT, version: readAgentVersion() },
+    ),
   });
   if (!decision.ok) {
     const { error } = decision;

@@ -95,12 +95,19 @@ async function writeStream(
   const { archive, since, signal } = options;
   const start = archive.startForBudget(stream, since, budget);
   const out = createWriteStream(join(options.dir, `${stream}.jsonl`));
+  // Listened to from the start: a write that fails between two awaits (a full disk) must reject
+  // this upload, not crash the daemon with an unhandled 'error'.
+  let failure: Error | undefined;
+  out.on("error", (error) => {
+    failure ??= error;
+  });
   const part: StreamPart = { count: 0, cut: start.cut };
   try {
     let after = start.after;
     for (;;) {
       signal.throwIfAborted();
       const rows = archive.rowsAfter(stream, after, since, PAGE);
+      if (failure !== undefined) throw failure;
       for (const row of rows) {
         const head = `{"seq":${row.seq},"ts":${row.ts}`;
         const line = row.body === "{}" ? `${head}}\n` : `${head},${row.body.slice(1)}\n`;
@@ -114,9 +121,15 @@ async function writeStream(
       await nextTurn();
     }
   } finally {
-    await new Promise<void>((resolve, reject) =>
-      out.end((error?: Error | null) => (error ? reject(error) : resolve())),
-    );
+    await new Promise<void>((resolve, reject) => {
+      if (failure !== undefined || out.destroyed) {
+        out.destroy();
+        reject(failure ?? new Error(`${stream}.jsonl could not be written`));
+        return;
+      }
+      out.once("error", reject);
+      out.end(() => (failure === undefined ? resolve() : reject(failure)));
+    });
   }
   return part;
 }

@@ -43,7 +43,11 @@ export function runArgv(
     };
     child.stdout?.on("data", keep);
     child.stderr?.on("data", keep);
+    let exited = false;
+    // Only while the command itself runs: once it has exited, what it left running in the background
+    // (a restart script that starts the app) is the component, not ours to kill.
     const kill = () => {
+      if (exited) return;
       try {
         if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
       } catch {
@@ -61,9 +65,14 @@ export function runArgv(
       options.signal?.removeEventListener("abort", onAbort);
       resolve({ code: null, signal: null, timedOut: false, output: error.message });
     });
-    child.once("close", (code, signal) => {
+    // On exit, not close: close waits for every process holding the output pipes, and an app the
+    // command started in the background holds them for as long as it runs.
+    child.once("exit", (code, signal) => {
+      exited = true;
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
+      child.stdout?.destroy();
+      child.stderr?.destroy();
       resolve({ code, signal, timedOut, output: output.trim() });
     });
   });

@@ -21,7 +21,14 @@ import {
   writePending,
 } from "./self-update.js";
 import type { StageOptions, StageResult } from "./stage.js";
-import { nextState, recover, TERMINAL_STATES, type UpdateEvent, type UpdateState } from "./transitions.js";
+import {
+  MAX_RESTARTS,
+  nextState,
+  recover,
+  TERMINAL_STATES,
+  type UpdateEvent,
+  type UpdateState,
+} from "./transitions.js";
 import { verifyTree } from "./tree-verify.js";
 import type { AcceptedRelease } from "./verify-release.js";
 
@@ -236,6 +243,16 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
               deferAgain(job, check);
               return outcome(job);
             }
+            // It was decided against what was live then (version, delta base): not against a release
+            // installed or rolled back to while it waited.
+            const live = await dir.currentVersion();
+            if (!isSelf(job) && live !== job.fromVersion) {
+              move(job, "error", {
+                code: "INCOMPATIBLE",
+                message: `${job.component} changed from ${job.fromVersion ?? "(none)"} to ${live ?? "(none)"} while this update waited; send it again`,
+              });
+              break;
+            }
             move(job, "proceed");
             break;
           }
@@ -296,7 +313,18 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
               job.fromVersion !== undefined && (await dir.releases()).includes(job.fromVersion)
                 ? job.fromVersion
                 : undefined;
-            await dir.switchTo(isSelf(job) ? back : job.fromVersion);
+            const target = isSelf(job) ? back : job.fromVersion;
+            if (target !== undefined && target !== back) {
+              // Never point current at nothing: the abandoned release stays live, and says why.
+              log.error({ component: job.component, target }, "the release to go back to is missing");
+              journal.setState(job.id, "rolling_back", clock.now(), {
+                code: journal.get(job.id)?.code ?? "HEALTH_CHECK_FAILED",
+                message: `${journal.get(job.id)?.message ?? ""}; release ${target} to go back to is missing, so ${job.toVersion} stays live`,
+              });
+              move(job, "reverted", { ...codeAndMessage(job) });
+              break;
+            }
+            await dir.switchTo(target);
             if (isSelf(job)) await clearPending(dir.root);
             else {
               await restart(job, component, dir, signal).catch((error: unknown) => {
@@ -306,11 +334,7 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
             if ((await dir.currentVersion()) !== job.toVersion) await dir.removeRelease(job.toVersion);
             await dir.removeDownload(manifest.artifact.sha256).catch(() => undefined);
             journal.forgetRelease(job.component, job.toVersion);
-            const before = journal.get(job.id);
-            move(job, "reverted", {
-              ...(before?.code === undefined ? {} : { code: before.code }),
-              ...(before?.message === undefined ? {} : { message: before.message }),
-            });
+            move(job, "reverted", { ...codeAndMessage(job) });
             // This process is the release just abandoned: start again as the one switched back to.
             if (isSelf(job) && deps.self?.version === job.toVersion) deps.self.restart();
             break;
@@ -344,11 +368,32 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
     }
   }
 
+  /** The component's newest job when it is not finished. */
+  function openJob(component: string): UpdateJob | undefined {
+    const job = journal.latest(component);
+    return job !== undefined && !TERMINAL_STATES.has(job.state as UpdateState) ? job : undefined;
+  }
+
+  /** A deferred job that will not go on: failed (nothing was changed), and said so. */
+  function abandon(job: UpdateJob, why: string): void {
+    cancelRetry(job.id);
+    move(job, "error", { code: "DEFERRED", message: why });
+  }
+
   /** A job already committed or rolled back may still be tidying up (deleting old releases): wait for it. */
   async function settleFinished(): Promise<void> {
     const current = running;
     if (current === undefined) return;
     if (TERMINAL_STATES.has(journal.get(current.job.id)?.state as UpdateState)) await current.done;
+  }
+
+  /** The job's current code and message, carried into its next state. */
+  function codeAndMessage(job: UpdateJob): { code?: string; message?: string } {
+    const now = journal.get(job.id);
+    return {
+      ...(now?.code === undefined ? {} : { code: now.code }),
+      ...(now?.message === undefined ? {} : { message: now.message }),
+    };
   }
 
   function isSelf(job: UpdateJob): boolean {
@@ -382,10 +427,64 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
       if (job.state === "activating") move(job, "activated");
       return;
     }
-    if (job.state === "activating" && (await dir.currentVersion()) !== job.toVersion) return;
-    const reason = (await takeRolledBack(dir.root)) ?? "the new agent release did not start";
+    const launcherReason = await takeRolledBack(dir.root);
+    // Not switched yet (a power cut before the switch): activation is redone.
+    if (
+      job.state === "activating" &&
+      launcherReason === undefined &&
+      (await dir.currentVersion()) !== job.toVersion
+    ) {
+      return;
+    }
+    const reason = launcherReason ?? "the new agent release did not start";
     if (job.state === "activating") move(job, "error", { code: "HEALTH_CHECK_FAILED", message: reason });
     else move(job, "unhealthy", { code: "HEALTH_CHECK_FAILED", message: reason });
+  }
+
+  /** At start: finish, resume or undo one job a restart interrupted (transitions.ts recover()). */
+  async function recoverJob(job: UpdateJob): Promise<void> {
+    // The retained state may have lost its last publish to the kill: say it again, whatever it is.
+    publish(job);
+    if (job.state === "idle") {
+      // Created, then stopped before its first step: nothing was changed, so it failed.
+      move(job, "error", { code: "INTERNAL", message: "interrupted by a restart before it started" });
+      return;
+    }
+    if (job.state === "committed") {
+      // A kill while the old releases were being deleted leaves some: finish that.
+      const component = deps.components[job.component] ?? { keep: 2 };
+      await tidyAfterCommit(job, manifestOf(job), componentDir(deps.dataDir, job.component), component);
+      return;
+    }
+    if (TERMINAL_STATES.has(job.state as UpdateState)) return;
+    // Waiting for a lock or a window risks nothing: those restarts do not count towards giving up.
+    const restarts = job.state === "deferred" ? job.restarts : journal.countRestart(job.id, clock.now());
+    if (
+      isSelf(job) &&
+      (job.state === "activating" || job.state === "health_check") &&
+      restarts <= MAX_RESTARTS
+    ) {
+      await recoverSelf(job);
+    } else {
+      const plan = recover(job.state, restarts);
+      log.warn(
+        { component: job.component, state: job.state, restarts, plan },
+        "resuming an interrupted update",
+      );
+      if (plan.action === "rollback") {
+        // An unknown state has no row in the table: treat it as the riskiest known one.
+        if (nextState(job.state as UpdateState, "error") !== "rolling_back") {
+          journal.setState(job.id, "health_check", clock.now());
+        }
+        move(job, "error", { code: "HEALTH_CHECK_FAILED", message: plan.reason });
+      } else if (plan.action === "fail") {
+        move(job, "error", { code: "INTERNAL", message: plan.reason });
+        return;
+      }
+    }
+    // One job runs at a time; the others (another component's) are started as soon as it is done.
+    if (running === undefined) void start(job);
+    else scheduleRetry(job.id, BUSY_RETRY_MS);
   }
 
   function deferAgain(job: UpdateJob, check: Extract<Precondition, { ok: false }>): void {
@@ -406,7 +505,7 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
         return;
       }
       const job = journal.get(id);
-      if (job?.state === "deferred") void start(job);
+      if (job !== undefined && !TERMINAL_STATES.has(job.state as UpdateState)) void start(job);
     }, afterMs);
     timer.unref();
     retryTimers.set(id, timer);
@@ -499,9 +598,12 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
     deps.noteIssuedAt(Date.parse(manifest.issuedAt));
     await dir.removeDownload(manifest.artifact.sha256).catch(() => undefined);
     const keep = Math.max(1, component.keep);
-    const releases = (await dir.releases()).filter((version) => version !== job.toVersion);
-    // Newest first after the live one; the previous release is the first kept.
-    for (const version of releases.reverse().slice(keep - 1)) {
+    const all = (await dir.releases()).filter((version) => version !== job.toVersion);
+    // Newer than the live one: a tree an abandoned update left behind.
+    const stale = all.filter((version) => compareVersions(version, job.toVersion) > 0);
+    // Older, newest first: the previous release is the first kept.
+    const older = all.filter((version) => compareVersions(version, job.toVersion) < 0).reverse();
+    for (const version of [...stale, ...older.slice(keep - 1)]) {
       await dir.removeRelease(version);
       journal.forgetRelease(job.component, version);
     }
@@ -530,65 +632,60 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
     async apply(envelope: unknown, commandId: string | undefined): Promise<JobOutcome> {
       if (stopped) throw new AgentError("BUSY", "the agent is stopping");
       if (applying) throw new AgentError("BUSY", "another update is being accepted", { retryable: true });
-      await settleFinished();
-      if (running !== undefined) {
-        throw new AgentError(
-          "BUSY",
-          `an update of ${running.job.component} to ${running.job.toVersion} is in progress`,
-          { retryable: true },
-        );
-      }
-      const decision = deps.decide(envelope);
-      if (!decision.ok) throw decision.error;
-      const { manifest } = decision.value;
-      if (manifest.component === SELF_COMPONENT) {
-        const problem = selfUpdateProblem(deps.self, componentDir(deps.dataDir, SELF_COMPONENT).root);
-        if (problem !== undefined) throw new AgentError("INCOMPATIBLE", problem);
-      }
-      const open = journal.latest(manifest.component);
-      if (open !== undefined && !TERMINAL_STATES.has(open.state as UpdateState)) {
-        if (open.state !== "deferred") {
+      // Held from the first await to the job's creation: two update.apply commands run in parallel.
+      applying = true;
+      try {
+        await settleFinished();
+        if (running !== undefined) {
+          throw new AgentError(
+            "BUSY",
+            `an update of ${running.job.component} to ${running.job.toVersion} is in progress`,
+            { retryable: true },
+          );
+        }
+        const decision = deps.decide(envelope);
+        if (!decision.ok) throw decision.error;
+        const { manifest } = decision.value;
+        if (manifest.component === SELF_COMPONENT) {
+          const problem = selfUpdateProblem(deps.self, componentDir(deps.dataDir, SELF_COMPONENT).root);
+          if (problem !== undefined) throw new AgentError("INCOMPATIBLE", problem);
+        }
+        const open = openJob(manifest.component);
+        if (open !== undefined && open.state !== "deferred") {
           throw new AgentError("BUSY", `an update of ${manifest.component} is ${open.state}`, {
             retryable: true,
           });
         }
-        // A new release replaces one still waiting for its preconditions.
-        cancelRetry(open.id);
-        journal.setState(open.id, "failed", clock.now(), {
-          code: "DEFERRED",
-          message: `superseded by ${manifest.version}`,
-        });
-      }
-      // Checked before the job exists, so that creating it and its first state follow each other with
-      // nothing awaited between: a job never rests in idle.
-      applying = true;
-      let check: Precondition;
-      try {
-        check = await deps.preconditions(
+        // Checked before the job exists, so that creating it and its first state follow each other
+        // with nothing awaited between: a job never rests in idle.
+        const check = await deps.preconditions(
           neededBytes(manifest),
           componentDir(deps.dataDir, manifest.component).root,
         );
+        if (stopped || running !== undefined) {
+          throw new AgentError("BUSY", "another update started meanwhile", { retryable: true });
+        }
+        // A new release replaces one still waiting for its preconditions.
+        if (open !== undefined) abandon(open, `superseded by ${manifest.version}`);
+        const job = journal.create({
+          component: manifest.component,
+          fromVersion: decision.value.installedVersion,
+          toVersion: manifest.version,
+          state: "idle",
+          manifest: decision.value.payloadBytes.toString("utf8"),
+          commandId,
+          now: clock.now(),
+        });
+        if (!check.ok) {
+          move(job, "defer", { reason: check.reason, message: check.message });
+          scheduleRetry(job.id, check.retryAfterMs);
+          return outcome(job);
+        }
+        move(job, "start");
+        return start(job);
       } finally {
         applying = false;
       }
-      if (stopped || running !== undefined)
-        throw new AgentError("BUSY", "another update started meanwhile", { retryable: true });
-      const job = journal.create({
-        component: manifest.component,
-        fromVersion: decision.value.installedVersion,
-        toVersion: manifest.version,
-        state: "idle",
-        manifest: decision.value.payloadBytes.toString("utf8"),
-        commandId,
-        now: clock.now(),
-      });
-      if (!check.ok) {
-        move(job, "defer", { reason: check.reason, message: check.message });
-        scheduleRetry(job.id, check.retryAfterMs);
-        return outcome(job);
-      }
-      move(job, "start");
-      return start(job);
     },
 
     /**
@@ -597,12 +694,19 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
      * too: the operator who signs this decides.
      */
     async rollback(component: string, reason: string, commandId?: string): Promise<JobOutcome> {
+      if (applying) throw new AgentError("BUSY", "an update is being accepted", { retryable: true });
       await settleFinished();
       if (running !== undefined) {
         throw new AgentError("BUSY", `an update of ${running.job.component} is in progress`, {
           retryable: true,
         });
       }
+      // A release still waiting would otherwise install itself over the one gone back to.
+      const waiting = openJob(component);
+      if (waiting !== undefined && waiting.state !== "deferred") {
+        throw new AgentError("BUSY", `an update of ${component} is ${waiting.state}`, { retryable: true });
+      }
+      if (waiting !== undefined) abandon(waiting, "cancelled by a rollback");
       const dir = componentDir(deps.dataDir, component);
       const live = await dir.currentVersion();
       if (live === undefined) throw new AgentError("BAD_REQUEST", `${component} has no installed release`);
@@ -645,51 +749,15 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
     /** At start: finish or undo what a restart interrupted (transitions.ts recover()). */
     async recoverAtStart(): Promise<void> {
       for (const job of journal.latestAll()) {
-        // The retained state may have lost its last publish to the kill: say it again, whatever it is.
-        publish(job);
-        if (job.state === "idle") {
-          // Created, then stopped before its first step: nothing was changed, so it failed.
-          move(job, "error", { code: "INTERNAL", message: "interrupted by a restart before it started" });
-          continue;
-        }
-        if (job.state === "committed") {
-          // A kill while the old releases were being deleted leaves some: finish that.
-          const component = deps.components[job.component] ?? { keep: 2 };
-          await tidyAfterCommit(
-            job,
-            manifestOf(job),
-            componentDir(deps.dataDir, job.component),
-            component,
-          ).catch((error: unknown) =>
-            log.warn({ err: error, component: job.component }, "tidying after a commit failed"),
+        try {
+          await recoverJob(job);
+        } catch (error) {
+          // One unreadable job must not keep the agent from starting (a crash loop would follow).
+          log.error(
+            { err: error, component: job.component, state: job.state },
+            "could not recover an update",
           );
-          continue;
         }
-        if (TERMINAL_STATES.has(job.state as UpdateState)) continue;
-        if (isSelf(job) && (job.state === "activating" || job.state === "health_check")) {
-          journal.countRestart(job.id, clock.now());
-          await recoverSelf(job);
-          if (running === undefined) void start(job);
-          continue;
-        }
-        // Waiting for a lock or a window risks nothing: those restarts do not count towards giving up.
-        const restarts = job.state === "deferred" ? job.restarts : journal.countRestart(job.id, clock.now());
-        const plan = recover(job.state, restarts);
-        log.warn(
-          { component: job.component, state: job.state, restarts, plan },
-          "resuming an interrupted update",
-        );
-        if (plan.action === "rollback") {
-          // An unknown state has no row in the table: treat it as the riskiest known one.
-          if (nextState(job.state as UpdateState, "error") !== "rolling_back") {
-            journal.setState(job.id, "health_check", clock.now());
-          }
-          move(job, "error", { code: "HEALTH_CHECK_FAILED", message: plan.reason });
-        } else if (plan.action === "fail") {
-          move(job, "error", { code: "INTERNAL", message: plan.reason });
-          continue;
-        }
-        if (running === undefined) void start(job);
       }
     },
 

@@ -1,6 +1,6 @@
 import { readlinkSync } from "node:fs";
 import { basename, join } from "node:path";
-import { VERSION_PATTERN } from "./manifest.js";
+import { compareVersions, VERSION_PATTERN } from "./manifest.js";
 import type { InstalledState } from "./verify-release.js";
 
 /** meta key: the newest issuedAt of a committed release, one part of the clock floor (REFERENCE 5). */
@@ -31,12 +31,23 @@ export function installedVersions(dataDir: string, components: readonly string[]
   return versions;
 }
 
+/**
+ * What decideRelease compares with. The agent itself runs a version even where no `current` link
+ * exists (installed from a package, or after a first self-update was rolled back): its own version
+ * counts too, or an older signed agent release would pass as an upgrade.
+ */
 export function createInstalledState(
   dataDir: string,
   floors: { securityFloor(component: string): number },
+  self: { component: string; version: string },
 ): InstalledState {
   return {
-    installedVersion: (component) => readInstalledVersion(dataDir, component),
+    installedVersion(component) {
+      const linked = readInstalledVersion(dataDir, component);
+      if (component !== self.component || !VERSION_PATTERN.test(self.version)) return linked;
+      if (linked === undefined) return self.version;
+      return compareVersions(linked, self.version) >= 0 ? linked : self.version;
+    },
     securityFloor: (component) => floors.securityFloor(component),
   };
 }
