@@ -84,9 +84,9 @@ export function clockFloor(parts: {
  * 2. The payload as a Manifest: BAD_PATH when any problem is a path rule (absolute, `..`, a path
  *    listed twice or as a file and a directory, a component named `.` or `..`), else BAD_REQUEST;
  *    both list every problem as `field.path: message`.
- * 3. The clock: untrusted gives DEFERRED with a message starting `clock.untrusted:`; it is retryable,
- *    and the updater tries again once the clock is trusted (so a terminal booted at 1970 installs
- *    nothing, yet loses no release).
+ * 3. The clock: untrusted gives DEFERRED with a message starting `clock.untrusted:`, marked retryable:
+ *    the operator (or the fleet's tooling) sends update.apply again once the terminal reports a
+ *    trusted clock (`clockTrusted` in its birth), so a terminal booted at 1970 installs nothing.
  * 4. Expiry at t = max(now, clockFloor): EXPIRED when expiresAt ≤ t, or when issuedAt is more than
  *    ISSUED_AT_SKEW_MS after t ("not yet valid", retryable: it also keeps a manifest dated far ahead
  *    from raising the floor, which would freeze every later release).
@@ -155,7 +155,7 @@ function decideOrThrow(envelope: unknown, context: ReleaseContext): AcceptedRele
   if (!trusted) {
     refuse(
       "DEFERRED",
-      `${untrustedPrefix(context)}; ${release} is authentic and is tried again once the clock is trusted`,
+      `${untrustedPrefix(context)}; ${release} is authentic: send it again once the terminal's clock is trusted`,
       { reason: "clock.untrusted", clockFloor: iso(floor) },
       true,
     );
