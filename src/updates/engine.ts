@@ -1,15 +1,14 @@
-import { mkdir, rm, stat } from "node:fs/promises";
-import { dirname } from "node:path";
-import type { z } from "zod";
-import type { Component as ComponentSchema } from "../config/component-schema.js";
+import { rm } from "node:fs/promises";
 import type { Clock } from "../shared/clock.js";
 import { AgentError, errorMessage, isAgentError } from "../shared/errors.js";
-import type { AgentEvent, Severity } from "../shared/events.js";
+import type { AgentEvent } from "../shared/events.js";
 import type { Logger } from "../shared/logger.js";
 import type { Result } from "../shared/result.js";
 import type { UpdateJob, UpdateJournal } from "../store/update-journal.js";
-import { awaitHealthy, runArgv } from "./component-control.js";
+import { awaitHealthy } from "./component-control.js";
 import type { DownloadOptions, DownloadResult } from "./download.js";
+import { createJobReporter, type JobOutcome, type UpdateStatePayload } from "./job-report.js";
+import { type Component, createJobSteps } from "./job-steps.js";
 import { compareVersions, Manifest } from "./manifest.js";
 import { type ComponentDir, componentDir } from "./releases-dir.js";
 import {
@@ -21,18 +20,9 @@ import {
   writePending,
 } from "./self-update.js";
 import type { StageOptions, StageResult } from "./stage.js";
-import {
-  MAX_RESTARTS,
-  nextState,
-  recover,
-  TERMINAL_STATES,
-  type UpdateEvent,
-  type UpdateState,
-} from "./transitions.js";
+import { MAX_RESTARTS, nextState, recover, TERMINAL_STATES, type UpdateState } from "./transitions.js";
 import { verifyTree } from "./tree-verify.js";
 import type { AcceptedRelease } from "./verify-release.js";
-
-type Component = z.infer<typeof ComponentSchema>;
 
 /**
  * A job needs a manifest; a manual rollback of a release installed before the journal knew it has
@@ -68,33 +58,6 @@ function neededBytes(manifest: Manifest): number {
   return 2 * (manifest.artifact.size + manifest.files.reduce((sum, file) => sum + file.size, 0));
 }
 
-/** The retained `ROOT/update/state` payload (CONTRACT 9). */
-export interface UpdateStatePayload {
-  v: 1;
-  component: string;
-  fromVersion?: string | undefined;
-  toVersion: string;
-  state: string;
-  progress?: number | undefined;
-  bytes?: number | undefined;
-  totalBytes?: number | undefined;
-  code?: string | undefined;
-  message?: string | undefined;
-  /** deferred: lock_held, outside_window, battery_low, disk_low. */
-  reason?: string | undefined;
-  commandId?: string | undefined;
-  ts: number;
-}
-
-export interface JobOutcome {
-  component: string;
-  fromVersion?: string;
-  toVersion: string;
-  state: string;
-  code?: string;
-  message?: string;
-}
-
 export interface UpdateEngineDeps {
   dataDir: string;
   components: Readonly<Record<string, Component>>;
@@ -120,13 +83,6 @@ export interface UpdateEngineDeps {
 /** A deferred job whose check falls while another update runs looks again this much later. */
 const BUSY_RETRY_MS = 5_000;
 
-const SEVERITY: Partial<Record<UpdateState, Severity>> = {
-  rolled_back: "high",
-  rolling_back: "medium",
-  failed: "medium",
-  deferred: "low",
-};
-
 /**
  * Runs one update at a time through the transition table, persisting each state before the step
  * that could change something, so that recoverAtStart() can finish or undo whatever a power cut,
@@ -134,90 +90,13 @@ const SEVERITY: Partial<Record<UpdateState, Severity>> = {
  */
 export function createUpdateEngine(deps: UpdateEngineDeps) {
   const { journal, clock, log } = deps;
+  const { publish, move, outcome, codeAndMessage } = createJobReporter(deps);
+  const { download, install, restart, tidyAfterCommit } = createJobSteps({ ...deps, publish });
   let running: { job: UpdateJob; abort: AbortController; done: Promise<JobOutcome> } | undefined;
   const retryTimers = new Map<number, NodeJS.Timeout>();
-  /** Jobs whose artifact this process downloaded and hashed (staging need not hash it again). */
-  const downloadedThisRun = new Set<number>();
   let stopped = false;
   /** An apply() between its checks and its job: a second one must wait its turn. */
   let applying = false;
-
-  function publish(job: UpdateJob, extra: Partial<UpdateStatePayload> = {}): void {
-    const current = journal.get(job.id) ?? job;
-    deps.publishState({
-      v: 1,
-      component: current.component,
-      ...(current.fromVersion === undefined ? {} : { fromVersion: current.fromVersion }),
-      toVersion: current.toVersion,
-      state: current.state,
-      ...(current.progress ?? {}),
-      ...(current.code === undefined ? {} : { code: current.code }),
-      ...(current.message === undefined ? {} : { message: current.message }),
-      ...(current.commandId === undefined ? {} : { commandId: current.commandId }),
-      ...extra,
-      ts: clock.now(),
-    });
-  }
-
-  /** Persists the state the table gives for `event`, then reports it (retained state and an event). */
-  function move(
-    job: UpdateJob,
-    event: UpdateEvent,
-    extra: { code?: string; message?: string; reason?: string; alongside?: () => void } = {},
-  ): UpdateState {
-    const from = journal.get(job.id)?.state as UpdateState;
-    const to = nextState(from, event);
-    if (to === undefined) throw new AgentError("INTERNAL", `no transition from ${from} on ${event}`);
-    return enter(job, from, event, to, extra);
-  }
-
-  /** Persists `to` (with what must commit alongside), then reports it: retained state, event, log. */
-  function enter(
-    job: UpdateJob,
-    from: string,
-    event: UpdateEvent,
-    to: UpdateState,
-    extra: { code?: string; message?: string; reason?: string; alongside?: () => void },
-  ): UpdateState {
-    journal.atomically(() => {
-      journal.setState(job.id, to, clock.now(), {
-        ...(extra.code === undefined ? {} : { code: extra.code }),
-        ...(extra.message === undefined ? {} : { message: extra.message }),
-        ...(extra.reason === undefined ? {} : { progress: { reason: extra.reason } }),
-      });
-      extra.alongside?.();
-    });
-    publish(job);
-    deps.recordEvent({
-      type: `update.${to}`,
-      severity: SEVERITY[to] ?? "info",
-      source: job.component,
-      message: `${job.component} ${job.fromVersion ?? "(none)"} → ${job.toVersion}: ${to}${extra.message ? `: ${extra.message}` : ""}`,
-      details: {
-        component: job.component,
-        fromVersion: job.fromVersion ?? null,
-        toVersion: job.toVersion,
-        state: to,
-        ...(extra.code === undefined ? {} : { code: extra.code }),
-        ...(extra.reason === undefined ? {} : { reason: extra.reason }),
-        ...(job.commandId === undefined ? {} : { commandId: job.commandId }),
-      },
-    });
-    log.info({ component: job.component, toVersion: job.toVersion, from, event, to }, "update state");
-    return to;
-  }
-
-  function outcome(job: UpdateJob): JobOutcome {
-    const current = journal.get(job.id) ?? job;
-    return {
-      component: current.component,
-      ...(current.fromVersion === undefined ? {} : { fromVersion: current.fromVersion }),
-      toVersion: current.toVersion,
-      state: current.state,
-      ...(current.code === undefined ? {} : { code: current.code }),
-      ...(current.message === undefined ? {} : { message: current.message }),
-    };
-  }
 
   function manifestOf(job: UpdateJob): Manifest {
     return Manifest.parse(JSON.parse(job.manifest));
@@ -387,15 +266,6 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
     if (TERMINAL_STATES.has(journal.get(current.job.id)?.state as UpdateState)) await current.done;
   }
 
-  /** The job's current code and message, carried into its next state. */
-  function codeAndMessage(job: UpdateJob): { code?: string; message?: string } {
-    const now = journal.get(job.id);
-    return {
-      ...(now?.code === undefined ? {} : { code: now.code }),
-      ...(now?.message === undefined ? {} : { message: now.message }),
-    };
-  }
-
   function isSelf(job: UpdateJob): boolean {
     return job.component === SELF_COMPONENT;
   }
@@ -514,99 +384,6 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
   function cancelRetry(id: number): void {
     clearTimeout(retryTimers.get(id));
     retryTimers.delete(id);
-  }
-
-  async function download(
-    job: UpdateJob,
-    manifest: Manifest,
-    dest: string,
-    signal: AbortSignal,
-  ): Promise<void> {
-    let lastPublished = 0;
-    await mkdir(dirname(dest), { recursive: true });
-    // Killed after the download finished but before that was recorded: the whole artifact is there.
-    // Staging hashes it again (it was not hashed by this process), so nothing unverified is used.
-    const existing = await stat(dest).catch(() => undefined);
-    if (existing?.size === manifest.artifact.size) return;
-    await deps.download({
-      url: manifest.artifact.url,
-      dest,
-      size: manifest.artifact.size,
-      sha256: manifest.artifact.sha256,
-      signal,
-      log: log.child({ component: "download" }),
-      onProgress: ({ bytes, totalBytes }) => {
-        const at = clock.monotonic();
-        if (at - lastPublished < 1000 && bytes < totalBytes) return;
-        lastPublished = at;
-        const progress = Math.floor((bytes / totalBytes) * 100);
-        journal.setState(job.id, "downloading", clock.now(), { progress: { progress, bytes, totalBytes } });
-        publish(job);
-      },
-    });
-    downloadedThisRun.add(job.id);
-  }
-
-  async function install(
-    job: UpdateJob,
-    manifest: Manifest,
-    dir: ComponentDir,
-    artifact: string,
-    signal: AbortSignal,
-  ): Promise<void> {
-    const target = dir.releaseDir(job.toVersion);
-    // Resumed after the tree was promoted: keep it if it is whole.
-    if ((await verifyTree(target, manifest.files, { signal }).catch(() => ({ ok: false }))).ok) {
-      journal.recordRelease(job.component, job.toVersion, manifest.files, clock.now());
-      return;
-    }
-    await dir.clearStaging();
-    await dir.removeRelease(job.toVersion);
-    const base = job.fromVersion;
-    const baseFiles = base === undefined ? undefined : journal.releaseFiles(job.component, base);
-    await deps.stage({
-      manifest,
-      artifactPath: artifact,
-      stagingDir: dir.stagingDir(job.toVersion),
-      // Only when this very process downloaded it: a resumed job re-hashes what it finds on disk.
-      artifactVerified: downloadedThisRun.has(job.id),
-      ...(base === undefined ? {} : { baseDir: dir.releaseDir(base) }),
-      ...(baseFiles === undefined ? {} : { baseFiles }),
-      signal,
-    });
-    await dir.promote(job.toVersion);
-    journal.recordRelease(job.component, job.toVersion, manifest.files, clock.now());
-  }
-
-  async function restart(job: UpdateJob, component: Component, dir: ComponentDir, signal: AbortSignal) {
-    if (component.restart === undefined) return;
-    const result = await runArgv(component.restart, { timeoutMs: 120_000, signal, cwd: dir.root });
-    if (result.code !== 0) {
-      throw new AgentError(
-        "HEALTH_CHECK_FAILED",
-        `restart command of ${job.component} ${result.timedOut ? "timed out" : `exited ${result.code ?? result.signal}`}${result.output ? `: ${result.output.slice(-200)}` : ""}`,
-      );
-    }
-  }
-
-  async function tidyAfterCommit(
-    job: UpdateJob,
-    manifest: Manifest,
-    dir: ComponentDir,
-    component: Component,
-  ) {
-    deps.noteIssuedAt(Date.parse(manifest.issuedAt));
-    await dir.removeDownload(manifest.artifact.sha256).catch(() => undefined);
-    const keep = Math.max(1, component.keep);
-    const all = (await dir.releases()).filter((version) => version !== job.toVersion);
-    // Newer than the live one: a tree an abandoned update left behind.
-    const stale = all.filter((version) => compareVersions(version, job.toVersion) > 0);
-    // Older, newest first: the previous release is the first kept.
-    const older = all.filter((version) => compareVersions(version, job.toVersion) < 0).reverse();
-    for (const version of [...stale, ...older.slice(keep - 1)]) {
-      await dir.removeRelease(version);
-      journal.forgetRelease(job.component, version);
-    }
   }
 
   function start(job: UpdateJob): Promise<JobOutcome> {
@@ -781,3 +558,4 @@ export function createUpdateEngine(deps: UpdateEngineDeps) {
 }
 
 export type UpdateEngine = ReturnType<typeof createUpdateEngine>;
+export type { JobOutcome, UpdateStatePayload };
