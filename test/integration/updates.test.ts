@@ -216,6 +216,12 @@ describe("signed updates through the agent", () => {
     const answer = await command("update.apply", { manifest: published.envelope });
     expect(answer.result).toMatchObject({ state: "deferred" });
     expect(states.filter((s) => s.toVersion === "1.4.0").at(-1)).toMatchObject({ reason: "lock_held" });
+    // 1.3.0, still deferred by the lock file of the test before, was replaced, and says so.
+    expect(states.filter((s) => s.toVersion === "1.3.0").at(-1)).toMatchObject({
+      state: "failed",
+      code: "DEFERRED",
+      message: "superseded by 1.4.0",
+    });
     expect(live()).toBe(join("releases", "1.2.0"));
     await fetch(`${base}/v1/locks/payment`, { method: "DELETE" });
     const committed = () => states.some((s) => s.toVersion === "1.4.0" && s.state === "committed");
