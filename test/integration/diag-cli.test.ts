@@ -1,7 +1,6 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { promisify } from "node:util";
+import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { DiagnosticsReport } from "../../src/diagnostics/check.js";
 import { DIAGNOSTIC_CHECK_NAMES } from "../../src/diagnostics/check.js";
@@ -10,22 +9,13 @@ import { createRootCa, issueLeaf } from "../../src/pki/issue.js";
 import { silentLogger } from "../../src/shared/logger.js";
 import { openDatabase } from "../../src/store/database.js";
 import { createMetaStore } from "../../src/store/meta.js";
+import { type CliResult, runBin } from "../helpers/run-bin.js";
 import { suiteResources } from "../helpers/suite-resources.js";
 
 // Runs the built CLI (`npm run build` first), as a technician on site would.
-const execFileAsync = promisify(execFile);
-const AGENT = resolve(import.meta.dirname, "../../bin/pos-agent");
 const ALL_CHECKS = DIAGNOSTIC_CHECK_NAMES;
 
-async function diag(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [AGENT, "diag", ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
+const diag = (args: string[]): Promise<CliResult> => runBin("pos-agent", ["diag", ...args]);
 
 function writeConfig(dir: string, name: string, extra: Record<string, unknown> = {}): string {
   const file = join(dir, `${name}.json`);

@@ -1,32 +1,14 @@
-import { execFile } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { promisify } from "node:util";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { EnvelopeType } from "../../src/pki/envelope.js";
 import { loadRootsPem, verifyEnvelope } from "../../src/pki/verify-envelope.js";
+import { type CliResult, runBin } from "../helpers/run-bin.js";
 
 // Runs the built bin (npm run build first), as operators do.
-const run = promisify(execFile);
-const OPS = resolve(import.meta.dirname, "../../bin/pos-ops");
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function ops(args: string[], cwd: string): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [OPS, ...args], { cwd });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
+const ops = (args: string[], cwd: string): Promise<CliResult> => runBin("pos-ops", args, { cwd });
 
 const command = {
   id: "c-9",

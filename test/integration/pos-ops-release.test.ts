@@ -14,33 +14,18 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fromBase64url } from "../../src/pki/envelope.js";
 import { loadRootsPem, verifyEnvelope } from "../../src/pki/verify-envelope.js";
 import { Manifest } from "../../src/updates/manifest.js";
+import { type CliResult, runBin } from "../helpers/run-bin.js";
 
 // Runs the built bin (npm run build first), as operators do; the archive is read back with the
 // system's tar, so the artifact is checked against a reader we did not write.
+const ops = (args: string[], cwd: string): Promise<CliResult> => runBin("pos-ops", args, { cwd });
 const run = promisify(execFile);
-const OPS = resolve(import.meta.dirname, "../../bin/pos-ops");
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function ops(args: string[], cwd: string): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [OPS, ...args], { cwd });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
 
 async function tarList(file: string): Promise<string[]> {
   const { stdout } = await run("tar", ["-tzf", file]);

@@ -1,7 +1,5 @@
-import { execFile } from "node:child_process";
 import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { promisify } from "node:util";
+import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { VerifyReport } from "../../src/cli/verify-release-cli.js";
 import { LAST_TRUSTED_KEY } from "../../src/metrics/clock-sanity.js";
@@ -11,22 +9,13 @@ import { silentLogger } from "../../src/shared/logger.js";
 import { openDatabase } from "../../src/store/database.js";
 import { createMetaStore } from "../../src/store/meta.js";
 import { createUpdateJournal } from "../../src/store/update-journal.js";
+import { type CliResult, runBin } from "../helpers/run-bin.js";
 import { suiteResources } from "../helpers/suite-resources.js";
 
 // Runs the built CLI (`npm run build` first), as a technician checking a release on site would.
-const execFileAsync = promisify(execFile);
-const AGENT = resolve(import.meta.dirname, "../../bin/pos-agent");
 const DAY = 86_400_000;
 
-async function verify(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [AGENT, "verify", ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
+const verify = (args: string[]): Promise<CliResult> => runBin("pos-agent", ["verify", ...args]);
 
 function manifest(version: string): Record<string, unknown> {
   const now = Date.now();
