@@ -14,7 +14,8 @@ Usage:
   pos-agent run [--config FILE]            run the daemon (SIGTERM/SIGINT stop it cleanly)
   pos-agent config check FILE              validate a config file; exit 0 valid, 2 invalid
   pos-agent status [--config FILE] [--json]
-                                           connection, outbox depth/age/drops (works beside the daemon)
+                                           connection, outbox depth/age/drops, components and their
+                                           last update (works beside the daemon)
   pos-agent diag [--config FILE] [--json]  run the diagnostics suite locally; exit 0 no check fails, 1 any fails
   pos-agent verify [--config FILE] [--json] ENVELOPE
                                            decide offline whether a signed release would be installed;
@@ -39,7 +40,8 @@ Validates FILE against the config schema. Prints every problem as FILE: path.to.
   status: `Usage: pos-agent status [--config FILE] [--json]
 
 Reads the agent's database (read-only; safe while the daemon runs) and prints whether the daemon runs,
-the broker connection, and the outbox depth, size, oldest record age and drop counters per stream.`,
+the broker connection, the outbox depth, size, oldest record age and drop counters per stream, and
+each component's live release, security floor and last update with its state and reason.`,
   diag: `Usage: pos-agent diag [--config FILE] [--json]
 
 Runs the diagnostics suite on this terminal, beside the daemon or without it, and prints one row per
