@@ -58,8 +58,9 @@ describe("pos-agent verify", () => {
     return file;
   }
 
-  function writeEnvelope(name: string, version: string): string {
-    const payload = manifest(version);
+  /** The manifest of `version` (with `overrides`) signed by alice and bob, written to DIR/name. */
+  function writeEnvelope(name: string, version: string, overrides: Record<string, unknown> = {}): string {
+    const payload = { ...manifest(version), ...overrides };
     const once = signEnvelope({
       payload,
       typ: "pos-manifest+json",
@@ -112,22 +113,7 @@ describe("pos-agent verify", () => {
   });
 
   it("rejects a securityVersion below the floor the agent's database holds", async () => {
-    const file = join(dir, "2.5.0-low.json");
-    const payload = { ...manifest("2.5.0"), securityVersion: 2 };
-    const once = signEnvelope({
-      payload,
-      typ: "pos-manifest+json",
-      keyPem: alice.keyPem,
-      chainPem: [alice.certPem],
-    });
-    const twice = signEnvelope({
-      payload,
-      typ: "pos-manifest+json",
-      keyPem: bob.keyPem,
-      chainPem: [bob.certPem],
-      existing: once,
-    });
-    writeFileSync(file, JSON.stringify(twice));
+    const file = writeEnvelope("2.5.0-low.json", "2.5.0", { securityVersion: 2 });
     const result = await verify(["--config", writeConfig("installed"), file]);
     expect(result.stdout).toBe(
       "reject: DOWNGRADE: securityVersion 2 is below the security floor 3 of pos-app\n",
