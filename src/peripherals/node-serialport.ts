@@ -32,12 +32,13 @@ export type SerialPortClass = new (
   openCallback?: (error: Error | null) => void,
 ) => PortStream;
 
+/** How often an open port's device node is checked (a hangup the bindings never saw). */
+const NODE_WATCH_MS = 1000;
+
 /**
  * The opener over node-serialport. It reads with the stream's `data` events and no serialport parser
  * (those buffer without limit, REFERENCE 1); framing is ours and bounded.
  */
-const NODE_WATCH_MS = 1000;
-
 export function createSerialOpener(Port: SerialPortClass = SerialPort): SerialOpener {
   return {
     open(options: SerialOpenOptions, events: SerialEvents): Promise<SerialConnection> {

@@ -1,4 +1,3 @@
-import { access } from "node:fs/promises";
 import type { Backoff } from "../shared/backoff.js";
 import { errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -39,23 +38,11 @@ export interface SerialLinkOptions {
   /** The port closed (unplugged, failed, or stopped). */
   detached(): void;
   state(next: LinkState, previous: LinkState): void;
-  /** Whether the device node still exists (tests can drive it); default: the file system. */
-  exists?: (path: string) => Promise<boolean>;
 }
 
 /** An open that lasted this long was a good one: the next reconnect starts from the shortest wait. */
 const STABLE_OPEN_MS = 10_000;
 const STOP_WAIT_MS = 2000;
-const NODE_WATCH_MS = 2000;
-
-async function pathExists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Keeps one serial port open for as long as the agent runs: opens it, and whenever it closes (unplug,
@@ -153,22 +140,8 @@ export function createSerialLink(options: SerialLinkOptions) {
     }
     setState("online", resolved, undefined);
     guarded("attach", () => options.attached(opened));
-    // The kernel's hangup does not always reach node-serialport (a PTY under load, some USB
-    // adapters): a device node that is gone means the device is gone, whatever the port says.
-    let vanished = false;
-    const watch = setInterval(() => {
-      (options.exists ?? pathExists)(resolved).then(
-        (present) => {
-          if (present || vanished) return;
-          vanished = true;
-          void opened.close();
-        },
-        () => {},
-      );
-    }, NODE_WATCH_MS);
-    const closedError = await closed;
-    clearInterval(watch);
-    const error = vanished ? new Error(`${resolved}: the device node disappeared`) : closedError;
+    // A device node that disappears closes the port too: the opener watches it (node-serialport.ts).
+    const error = await closed;
     connection = undefined;
     guarded("detach", () => options.detached());
     if (performance.now() - openedAt >= STABLE_OPEN_MS) options.backoff.reset();

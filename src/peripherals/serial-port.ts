@@ -16,7 +16,8 @@ export interface SerialEvents {
   /** Bytes as they arrive, in order; never called after `closed`. */
   data(chunk: Buffer): void;
   /**
-   * Called exactly once when the port closes for any reason after a successful open: unplugged,
+   * Called exactly once when the port closes for any reason after a successful open: unplugged
+   * (a hangup, or the device node disappearing, whichever shows first),
    * I/O error, or our own close(). `error` is undefined only for our own close().
    */
   closed(error: Error | undefined): void;
