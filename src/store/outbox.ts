@@ -166,14 +166,13 @@ export function createOutbox(options: OutboxOptions) {
   /**
    * Drops oldest records in DROP_ORDER until `needed` more bytes fit, taking only from streams that
    * rank no higher than what is being added (telemetry never evicts an event). Archived copies yield
-   * first: they only use room the outbox does not need. Inside the caller's transaction; false if there
-   * is no room even so.
+   * first: they only use room the outbox does not need. Inside the caller's transaction; returns the
+   * limit it worked to, or undefined if there is no room even so.
    */
-  function makeRoom(needed: number, rank: number, dropped: Record<Stream, number>): boolean {
+  function makeRoom(needed: number, rank: number, dropped: Record<Stream, number>): number | undefined {
     let used = totalBytes.get()?.bytes ?? 0;
     const limit = currentLimit(used);
-    trimArchive(limit - used - needed);
-    const archived = archiveBytes();
+    const archived = trimArchive(limit - used - needed, archiveBytes());
     for (const stream of DROP_ORDER.slice(0, rank + 1)) {
       while (used + needed + archived > limit) {
         const victims = oldestOf[stream].all(DROP_CHUNK) as Array<{ seq: number; bytes: number }>;
@@ -191,7 +190,7 @@ export function createOutbox(options: OutboxOptions) {
         dropped[stream] += count;
       }
     }
-    return used + needed + archived <= limit;
+    return used + needed + archived <= limit ? limit : undefined;
   }
 
   const appendTx = db.transaction(
@@ -199,7 +198,8 @@ export function createOutbox(options: OutboxOptions) {
       const needed = rows.reduce((sum, row) => sum + row.bytes, 0);
       const rank = Math.max(...rows.map((row) => DROP_ORDER.indexOf(row.stream)));
       const dropped = countsPerStream(() => 0);
-      if (!makeRoom(needed, rank, dropped)) throw new OutboxFull();
+      const limit = makeRoom(needed, rank, dropped);
+      if (limit === undefined) throw new OutboxFull();
       const firstSeq = lastSeq() + 1;
       let seq = firstSeq - 1;
       for (const row of rows) {
@@ -207,7 +207,7 @@ export function createOutbox(options: OutboxOptions) {
         insert[row.stream].run(seq, row.ts, row.json, row.bytes);
       }
       setLastSeq.run(seq);
-      pruneArchive();
+      pruneArchive(limit);
       return { firstSeq, lastSeq: seq, dropped };
     },
   );
@@ -216,17 +216,16 @@ export function createOutbox(options: OutboxOptions) {
    * After an append: the batch's own copies may have taken the archive past its limit or past the room
    * the outbox leaves; the oldest copies go. Inside the append's transaction.
    */
-  function pruneArchive(): void {
-    const used = totalBytes.get()?.bytes ?? 0;
-    const room = currentLimit(used) - used;
+  function pruneArchive(limit: number): void {
+    const room = limit - (totalBytes.get()?.bytes ?? 0);
     const bytes = archiveBytes();
-    if (bytes > archiveMaxBytes) trimArchive(Math.min(room, archiveMaxBytes * ARCHIVE_PRUNE_TO));
-    else if (bytes > room) trimArchive(room);
+    if (bytes > archiveMaxBytes) trimArchive(Math.min(room, archiveMaxBytes * ARCHIVE_PRUNE_TO), bytes);
+    else if (bytes > room) trimArchive(room, bytes);
   }
 
-  /** Deletes the oldest archived copies until at most `target` bytes remain. */
-  function trimArchive(target: number): void {
-    let bytes = archiveBytes();
+  /** Deletes the oldest archived copies until at most `target` bytes remain; returns what remains. */
+  function trimArchive(target: number, archived: number): number {
+    let bytes = archived;
     while (bytes > target) {
       const oldest = archiveOldest.all(DROP_CHUNK);
       if (oldest.length === 0) break;
@@ -238,6 +237,7 @@ export function createOutbox(options: OutboxOptions) {
       }
       archiveDeleteUpTo.run(upTo);
     }
+    return Math.max(0, bytes);
   }
 
   /** Records refused for want of room are lost all the same: they count as dropped. */
