@@ -1,5 +1,4 @@
 import { join } from "node:path";
-import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
 import type { KeyAndCert } from "../../src/pki/issue.js";
@@ -10,6 +9,7 @@ import { type ReleaseServer, startReleaseServer } from "../helpers/release-serve
 import { sendSigned } from "../helpers/signed-command.js";
 import { suiteResources } from "../helpers/suite-resources.js";
 import { makeUpdatePki } from "../helpers/update-pki.js";
+import { type UpdateStateWatch, watchUpdateStates } from "../helpers/update-states.js";
 
 /** "HH:MM" local time, `minutes` from now. */
 function localClock(minutes: number): string {
@@ -21,14 +21,13 @@ describe("the maintenance window", () => {
   const { dir, cleanups } = suiteResources("pos-update-window");
   let agent: AgentProcess;
   let client: CommandClient;
-  let watcher: MqttClient;
+  let watch: UpdateStateWatch;
   let server: ReleaseServer;
   let releaser: KeyAndCert;
   let operator: KeyAndCert;
   let releaseRoots = "";
   let operatorRoots = "";
   let configFile: Awaited<ReturnType<typeof writeAgentConfig>>;
-  const states: Array<Record<string, unknown>> = [];
 
   beforeAll(async () => {
     ({ releaser, operator, releaseRoots, operatorRoots } = makeUpdatePki(dir, "Window"));
@@ -49,16 +48,11 @@ describe("the maintenance window", () => {
     agent = await startAgent(configFile);
     await agent.waitForLog((line) => line.msg === "subscribed");
     client = await connectCommandClient({ url: broker.url });
-    watcher = mqtt.connect(broker.url, { clientId: "window-watcher", protocolVersion: 5 });
-    await new Promise((r) => watcher.once("connect", r));
-    watcher.on("message", (_topic, payload) => {
-      if (payload.length > 0) states.push(JSON.parse(payload.toString()) as Record<string, unknown>);
-    });
-    await watcher.subscribeAsync(`${configFile.root}/update/state`, { qos: 1 });
+    watch = await watchUpdateStates(broker.url, configFile.root, "window-watcher");
   }, 60_000);
   afterAll(async () => {
     await client?.close();
-    await watcher?.endAsync();
+    await watch?.close();
     await agent?.kill("SIGKILL");
   });
 
@@ -84,10 +78,12 @@ describe("the maintenance window", () => {
     expect(answer.status, answer.message).toBe("succeeded");
     expect(answer.result).toMatchObject({ state: "deferred" });
     expect(String(answer.result?.message)).toContain(localClock(120));
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline && !states.some((s) => s.state === "deferred"))
-      await new Promise((r) => setTimeout(r, 50));
-    expect(states.at(-1)).toMatchObject({ state: "deferred", reason: "outside_window", toVersion: "1.0.0" });
+    await watch.reached("1.0.0", "deferred", 10_000);
+    expect(watch.states.at(-1)).toMatchObject({
+      state: "deferred",
+      reason: "outside_window",
+      toVersion: "1.0.0",
+    });
     // Nothing was downloaded while waiting.
     expect(server.requests.filter((request) => request.method === "GET")).toEqual([]);
   });

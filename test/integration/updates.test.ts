@@ -2,7 +2,6 @@ import { spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMosquitto } from "../../scripts/lib/mosquitto.mjs";
 import { toBase64url } from "../../src/pki/envelope.js";
@@ -21,6 +20,7 @@ import { sendSigned } from "../helpers/signed-command.js";
 import { suiteResources } from "../helpers/suite-resources.js";
 import { createTestCa } from "../helpers/test-pki.js";
 import { makeUpdatePki } from "../helpers/update-pki.js";
+import { type UpdateStateWatch, watchUpdateStates } from "../helpers/update-states.js";
 
 const APP = "pos-app";
 const BIN = resolve(import.meta.dirname, "../../bin/pos-agent");
@@ -37,7 +37,7 @@ describe("signed updates through the agent", () => {
   const { dir, cleanups } = suiteResources("pos-updates");
   let agent: AgentProcess;
   let client: CommandClient;
-  let watcher: MqttClient;
+  let watch: UpdateStateWatch;
   let server: ReleaseServer;
   let releaser: KeyAndCert;
   let operator: KeyAndCert;
@@ -45,7 +45,6 @@ describe("signed updates through the agent", () => {
   let opensslRelease: OpensslLeaf;
   let configFile: Awaited<ReturnType<typeof writeAgentConfig>>;
   let appDir = "";
-  const states: Array<{ state: string; toVersion: string; code?: string; reason?: string }> = [];
   const lockFile = join(dir, "txn.lock");
   let seq = 0;
 
@@ -59,7 +58,8 @@ describe("signed updates through the agent", () => {
       eku: "codeSigning",
       cn: "ossl-release",
     });
-    ({ releaser, operator } = makeUpdatePki(dir, "Test", readFileSync(opensslCa.cert, "utf8")));
+    const pki = makeUpdatePki(dir, "Test", readFileSync(opensslCa.cert, "utf8"));
+    ({ releaser, operator } = pki);
     stranger = issueLeaf({ ca: createRootCa({ cn: "Elsewhere" }), role: "release", cn: "mallory" });
 
     server = await startReleaseServer();
@@ -71,10 +71,7 @@ describe("signed updates through the agent", () => {
       brokerUrl: broker.url,
       extra: {
         model: "A920",
-        trust: {
-          releaseRoots: [join(dir, "trust", "releases.pem")],
-          operatorRoots: [join(dir, "trust", "operators.pem")],
-        },
+        trust: { releaseRoots: [pki.releaseRoots], operatorRoots: [pki.operatorRoots] },
         components: {
           [APP]: {
             restart: ["sh", "-c", "echo restarted >> restarts.log"],
@@ -89,16 +86,11 @@ describe("signed updates through the agent", () => {
     agent = await startAgent(configFile);
     await agent.waitForLog((line) => line.msg === "subscribed");
     client = await connectCommandClient({ url: broker.url });
-    watcher = mqtt.connect(broker.url, { clientId: "update-watcher", protocolVersion: 5 });
-    await new Promise((resolve) => watcher.once("connect", resolve));
-    watcher.on("message", (_topic, payload) => {
-      if (payload.length > 0) states.push(JSON.parse(payload.toString()));
-    });
-    await watcher.subscribeAsync(`${configFile.root}/update/state`, { qos: 1 });
+    watch = await watchUpdateStates(broker.url, configFile.root, "update-watcher");
   }, 60_000);
   afterAll(async () => {
     await client?.close();
-    await watcher?.endAsync();
+    await watch?.close();
     await agent?.kill("SIGKILL");
   });
 
@@ -149,7 +141,7 @@ describe("signed updates through the agent", () => {
     expect(readFileSync(join(appDir, "current", "VERSION"), "utf8")).toBe("1.0.0");
     expect(readFileSync(join(appDir, "restarts.log"), "utf8")).toBe("restarted\n");
     expect(staging()).toEqual([]);
-    const seen = states.filter((s) => s.toVersion === "1.0.0").map((s) => s.state);
+    const seen = watch.states.filter((s) => s.toVersion === "1.0.0").map((s) => s.state);
     expect(seen).toContain("committed");
     expect(seen.indexOf("downloading")).toBeLessThan(seen.indexOf("committed"));
   });
@@ -176,7 +168,7 @@ describe("signed updates through the agent", () => {
     expect(answer.message).toMatch(/rolled_back.*unhealthy for the whole 3 s window/);
     expect(live()).toBe(before);
     expect(existsSync(join(appDir, "releases", "2.0.0"))).toBe(false);
-    const last = states.filter((s) => s.toVersion === "2.0.0").at(-1);
+    const last = watch.last("2.0.0");
     expect(last).toMatchObject({ state: "rolled_back", code: "HEALTH_CHECK_FAILED" });
     // The failed 2.0.0 carried securityVersion 5; the floor stays at 1, so 1.2.0 (securityVersion 1) installs.
     const next = await release("1.2.0", healthy("1.2.0"), { securityVersion: 1 });
@@ -197,7 +189,7 @@ describe("signed updates through the agent", () => {
     expect(answer.status, answer.message).toBe("succeeded");
     expect(answer.result).toMatchObject({ state: "deferred" });
     expect(answer.result?.message).toContain(lockFile);
-    expect(states.filter((s) => s.toVersion === "1.3.0").at(-1)).toMatchObject({
+    expect(watch.last("1.3.0")).toMatchObject({
       state: "deferred",
       reason: "lock_held",
     });
@@ -215,19 +207,16 @@ describe("signed updates through the agent", () => {
     const published = await release("1.4.0", healthy("1.4.0"));
     const answer = await command("update.apply", { manifest: published.envelope });
     expect(answer.result).toMatchObject({ state: "deferred" });
-    expect(states.filter((s) => s.toVersion === "1.4.0").at(-1)).toMatchObject({ reason: "lock_held" });
+    expect(watch.last("1.4.0")).toMatchObject({ reason: "lock_held" });
     // 1.3.0, still deferred by the lock file of the test before, was replaced, and says so.
-    expect(states.filter((s) => s.toVersion === "1.3.0").at(-1)).toMatchObject({
+    expect(watch.last("1.3.0")).toMatchObject({
       state: "failed",
       code: "DEFERRED",
       message: "superseded by 1.4.0",
     });
     expect(live()).toBe(join("releases", "1.2.0"));
     await fetch(`${base}/v1/locks/payment`, { method: "DELETE" });
-    const committed = () => states.some((s) => s.toVersion === "1.4.0" && s.state === "committed");
-    const deadline = Date.now() + 20_000;
-    while (Date.now() < deadline && !committed()) await new Promise((r) => setTimeout(r, 100));
-    expect(committed()).toBe(true);
+    await watch.reached("1.4.0", "committed", 20_000);
     expect(live()).toBe(join("releases", "1.4.0"));
   });
 
@@ -359,16 +348,10 @@ describe("signed updates through the agent", () => {
     expect(nothing.status).toBe(1);
     expect(nothing.stderr).toContain("has no release older than 1.2.0");
 
-    states.length = 0;
+    watch.states.length = 0;
     agent = await startAgent(configFile);
-    const deadline = Date.now() + 15_000;
-    while (
-      Date.now() < deadline &&
-      !states.some((s) => s.toVersion === "1.5.0" && s.state === "rolled_back")
-    ) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(states.at(-1)).toMatchObject({ toVersion: "1.5.0", state: "rolled_back" });
+    await watch.reached("1.5.0", "rolled_back", 15_000);
+    expect(watch.states.at(-1)).toMatchObject({ toVersion: "1.5.0", state: "rolled_back" });
     const status = spawnSync(process.execPath, [BIN, "status", "--json", "--config", configFile.path], {
       encoding: "utf8",
     });
